@@ -1,0 +1,227 @@
+"""Guest lifecycle: prepare disks and seed, start, stop, reset, query.
+
+A guest is "running" when its pid file names a live qemu process; everything else it
+leaves behind (socket, pid file) is removed by `stop`, so `down` leaves nothing held.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from miglab.errors import MiglabError
+from miglab.vlab.qemu import GuestPaths, guest_command
+from miglab.vlab.topology import Guest
+
+
+@dataclass(frozen=True)
+class GuestStatus:
+    name: str
+    running: bool
+    pid: int | None
+    ssh_port: int
+    qmp_state: str | None
+    accel: str | None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie or a recycled pid that is not our qemu does not count.
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"qemu-system" in cmdline
+
+
+def running_pid(paths: GuestPaths) -> int | None:
+    try:
+        pid = int(paths.pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
+def qmp(paths: GuestPaths, command: str, **arguments: object) -> object:
+    """One QMP command on the guest's monitor socket (the lab's power button)."""
+    monitor = QEMUMonitorProtocol(str(paths.qmp_socket))
+    try:
+        monitor.connect()
+        return monitor.cmd(command, **arguments)
+    except (OSError, ConnectionError) as error:
+        raise MiglabError(f"QMP {command} on {paths.qmp_socket}: {error}") from error
+    finally:
+        monitor.close()
+
+
+def prepare_disks(guest: Guest, paths: GuestPaths, base_image: Path, ovmf_vars: str) -> list[str]:
+    """Overlay disk and firmware variables, made once and kept across up/down. Returns what changed."""
+    changed = []
+    paths.directory.mkdir(parents=True, exist_ok=True)
+    backing_file = paths.directory / "base-image"
+    recorded_base = os.readlink(backing_file) if backing_file.is_symlink() else None
+    if not paths.disk.exists() or recorded_base != str(base_image):
+        # A new base image means a new overlay: an overlay on another base is garbage.
+        for stale in (paths.disk, paths.efi_vars, backing_file):
+            stale.unlink(missing_ok=True)
+        subprocess.run(
+            [
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                "qcow2",
+                "-b",
+                str(base_image),
+                str(paths.disk),
+            ],
+            check=True,
+        )
+        backing_file.symlink_to(base_image)
+        changed.append("disk")
+    if not paths.efi_vars.exists():
+        shutil.copyfile(ovmf_vars, paths.efi_vars)
+        changed.append("efi_vars")
+    return changed
+
+
+def write_seed(guest: Guest, paths: GuestPaths, authorized_key: str) -> bool:
+    """The guest's seed disk: its host key (made here, so known_hosts can be written before
+    it boots), the lab's authorized key and its hostname. Returns True when (re)written."""
+    if not paths.host_key.exists():
+        subprocess.run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                f"miglab-{guest.name}",
+                "-f",
+                str(paths.host_key),
+            ],
+            check=True,
+        )
+    wanted = {
+        "ssh_host_ed25519_key": paths.host_key.read_text(),
+        "ssh_host_ed25519_key.pub": paths.host_key.with_suffix(".pub").read_text(),
+        "authorized_keys": authorized_key.strip() + "\n",
+        "hostname": guest.name + "\n",
+    }
+    stamp = paths.directory / "seed.contents"
+    fingerprint = repr(sorted(wanted.items()))
+    if paths.seed.exists() and stamp.exists() and stamp.read_text() == fingerprint:
+        return False
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, content in wanted.items():
+            target = Path(scratch) / name
+            target.write_text(content)
+            target.chmod(0o600)
+        paths.seed.unlink(missing_ok=True)
+        subprocess.run(
+            ["mkfs.ext4", "-q", "-L", "MIGLAB-SEED", "-d", scratch, str(paths.seed), "8M"],
+            check=True,
+        )
+    stamp.write_text(fingerprint)
+    return True
+
+
+def start(guest: Guest, paths: GuestPaths, accel: str, ovmf_code: str) -> bool:
+    """Start the guest unless it runs already. Returns True when it was started."""
+    if running_pid(paths) is not None:
+        return False
+    paths.qmp_socket.unlink(missing_ok=True)
+    paths.pidfile.unlink(missing_ok=True)
+    result = subprocess.run(
+        guest_command(guest, paths, accel, ovmf_code), capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0 or running_pid(paths) is None:
+        raise MiglabError(f"guest {guest.name}: qemu did not start: {result.stderr.strip()}")
+    return True
+
+
+def stop(paths: GuestPaths, timeout: float = 15.0) -> bool:
+    """Power the guest off (QMP quit; SIGKILL if it does not go) and clean up. True if it ran."""
+    pid = running_pid(paths)
+    if pid is not None:
+        try:
+            qmp(paths, "quit")
+        except MiglabError:
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            while _pid_alive(pid):
+                time.sleep(0.1)
+    paths.qmp_socket.unlink(missing_ok=True)
+    paths.pidfile.unlink(missing_ok=True)
+    return pid is not None
+
+
+def reset(paths: GuestPaths) -> None:
+    """Hard reset, like a server's reset button (used to recover a hung test kernel)."""
+    if running_pid(paths) is None:
+        raise MiglabError(f"cannot reset {paths.directory.name}: it is not running")
+    qmp(paths, "system_reset")
+
+
+def running_accel(pid: int) -> str | None:
+    """The accelerator a running qemu was started with, read from its command line."""
+    try:
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return None
+    for flag, value in zip(arguments, arguments[1:], strict=False):
+        if flag == "-accel":
+            return value.split(",")[0]
+    return None
+
+
+def status(guest: Guest, paths: GuestPaths) -> GuestStatus:
+    pid = running_pid(paths)
+    state = None
+    accel = None
+    if pid is not None:
+        accel = running_accel(pid)
+        try:
+            answer = qmp(paths, "query-status")
+            state = str(answer.get("status")) if isinstance(answer, dict) else None
+        except MiglabError:
+            state = "unreachable"
+    return GuestStatus(guest.name, pid is not None, pid, guest.ssh_port, state, accel)
+
+
+def wait_for_ssh_banner(port: int, timeout: float, host: str = "127.0.0.1") -> float:
+    """Wait until sshd answers with its banner (a forwarded port accepts before that)."""
+    start_time = time.monotonic()
+    deadline = start_time + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=3) as connection:
+                connection.settimeout(5)
+                if connection.recv(64).startswith(b"SSH-"):
+                    return time.monotonic() - start_time
+        except OSError:
+            pass
+        time.sleep(1)
+    raise MiglabError(f"no SSH banner on {host}:{port} within {timeout:.0f} s")
