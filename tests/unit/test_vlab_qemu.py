@@ -1,0 +1,73 @@
+"""The qemu command line a guest topology produces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from miglab.vlab.qemu import GuestPaths, guest_command
+from miglab.vlab.topology import parse_guests
+
+
+def option_values(command: list[str], flag: str) -> list[str]:
+    return [value for option, value in zip(command, command[1:], strict=False) if option == flag]
+
+
+def make_command(accel: str = "tcg") -> tuple[list[str], GuestPaths]:
+    (guest,) = parse_guests(
+        [
+            {
+                "name": "vnode2",
+                "ssh_port": 10023,
+                "numa": [{"cpus": 2, "memory_mib": 1536}, {"cpus": 1, "memory_mib": 1024}],
+            }
+        ]
+    )
+    paths = GuestPaths.for_guest(Path("/lab/state"), guest.name)
+    return guest_command(guest, paths, accel, "/fw/OVMF_CODE_4M.fd"), paths
+
+
+def test_numa_nodes_get_their_own_memory_backend_and_cpus() -> None:
+    command, _ = make_command()
+    assert option_values(command, "-smp") == ["3"]
+    assert option_values(command, "-m") == ["2560M"]
+    assert option_values(command, "-object") == [
+        "memory-backend-ram,id=mem0,size=1536M",
+        "memory-backend-ram,id=mem1,size=1024M",
+    ]
+    assert option_values(command, "-numa") == [
+        "node,nodeid=0,cpus=0-1,memdev=mem0",
+        "node,nodeid=1,cpus=2,memdev=mem1",
+    ]
+
+
+def test_boots_from_firmware_and_its_own_disk_not_a_kernel() -> None:
+    command, paths = make_command()
+    assert "-kernel" not in command
+    assert option_values(command, "-drive") == [
+        "if=pflash,format=raw,unit=0,readonly=on,file=/fw/OVMF_CODE_4M.fd",
+        "if=pflash,format=raw,unit=1,file=/lab/state/guests/vnode2/OVMF_VARS.fd",
+        "if=virtio,format=qcow2,file=/lab/state/guests/vnode2/disk.qcow2",
+        "if=virtio,format=raw,readonly=on,file=/lab/state/guests/vnode2/seed.img",
+    ]
+    assert paths.efi_vars.parent == paths.disk.parent == Path("/lab/state/guests/vnode2")
+
+
+def test_qmp_console_ssh_forward_and_pidfile() -> None:
+    command, _ = make_command()
+    assert option_values(command, "-qmp") == [
+        "unix:/lab/state/guests/vnode2/qmp.sock,server=on,wait=off"
+    ]
+    assert option_values(command, "-netdev") == ["user,id=net0,hostfwd=tcp:127.0.0.1:10023-:22"]
+    assert option_values(command, "-serial") == ["chardev:console"]
+    assert "path=/lab/state/guests/vnode2/console.log" in option_values(command, "-chardev")[0]
+    assert option_values(command, "-pidfile") == ["/lab/state/guests/vnode2/qemu.pid"]
+    assert command[-1] == "-daemonize"
+
+
+def test_accelerators() -> None:
+    tcg, _ = make_command("tcg")
+    kvm, _ = make_command("kvm")
+    assert option_values(tcg, "-accel") == ["tcg,thread=multi"]
+    assert option_values(tcg, "-cpu") == ["max"]
+    assert option_values(kvm, "-accel") == ["kvm"]
+    assert option_values(kvm, "-cpu") == ["host,-arch-capabilities"]
