@@ -8,10 +8,13 @@ from collections.abc import Callable, Sequence
 
 from miglab import __version__
 from miglab.errors import MiglabError
+from miglab.vlab import commands as vlab_commands
 
 # Each command group registers its sub-commands; a sub-command stores its handler in
 # `func`, which takes the parsed namespace and returns an exit code.
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = []
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
+    vlab_commands.register,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
