@@ -1,0 +1,221 @@
+"""migbench, compiled here with gcc -O2 as the migbench role does.
+
+This machine has one NUMA node, so a real sweep refuses to run: that refusal (exit 2, clear
+message) is the main check. ``--loopback-test`` (src = dst, no migration) then exercises the
+allocation, the folio-backing verification (pagemap + kpageflags, needs root) and the output
+on this machine; the real moves between two nodes are checked on the virtual lab.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from miglab_runner_testlib import compile_migbench
+
+THP = Path("/sys/kernel/mm/transparent_hugepage")
+PR_SET_THP_DISABLE = 41
+
+
+@pytest.fixture(scope="module")
+def migbench(tmp_path_factory) -> Path:
+    return compile_migbench(tmp_path_factory.mktemp("migbench"))
+
+
+def run(binary: Path, *args: str, preexec=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(binary), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=preexec,
+        check=False,
+    )
+
+
+def lines(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def nodes_with_memory() -> int:
+    path = Path("/sys/devices/system/node/has_memory")
+    if not path.exists():
+        return 1
+    n = 0
+    for part in path.read_text().strip().split(","):
+        a, _, b = part.partition("-")
+        n += int(b or a) - int(a) + 1
+    return n
+
+
+def thp_mode(path: Path) -> str:
+    text = path.read_text()
+    return text[text.index("[") + 1 : text.index("]")]
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="PFNs in pagemap need CAP_SYS_ADMIN")
+
+
+@pytest.mark.skipif(nodes_with_memory() >= 2, reason="this machine has two NUMA nodes")
+def test_refuses_on_a_one_node_machine(migbench):
+    r = run(migbench, "--kind", "2M", "--count", "4")
+    assert r.returncode == 2
+    assert "refusing to run" in r.stderr
+    assert "1 NUMA node with memory" in r.stderr
+    assert "needs at least two" in r.stderr
+    err = lines(r.stdout)[-1]
+    assert err["type"] == "error" and err["stage"] == "host"
+    assert not [x for x in lines(r.stdout) if x["type"] == "sample"]
+
+
+@pytest.mark.skipif(nodes_with_memory() >= 2, reason="this machine has two NUMA nodes")
+def test_check_host_describes_the_host_and_refuses(migbench):
+    r = run(migbench, "--check-host")
+    assert r.returncode == 2
+    host = lines(r.stdout)[0]
+    assert host["type"] == "host"
+    assert host["nodes_with_memory"] == [0]
+    assert host["base_page_size"] == os.sysconf("SC_PAGESIZE")
+    assert "needs at least two" in r.stderr
+
+
+def test_version_is_json_with_the_build_identity(migbench):
+    r = run(migbench, "--version")
+    assert r.returncode == 0
+    v = json.loads(r.stdout)
+    assert v["source_sha256"] == "test" and v["migbench_version"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--kind", "2M", "--count", "0"), "--count must be >= 1"),
+        (("--kind", "2M", "--count", "-3"), "--count must be >= 1"),
+        (("--kind", "2M", "--count", "x"), "not an integer"),
+        (("--count", "4"), "--kind is required"),
+        (("--kind", "2M", "--count", "1", "--reps", "0"), "--reps must be >= 1"),
+        (("--kind", "2M", "--count", "1", "--src", "1", "--dst", "1"), "two different nodes"),
+    ],
+)
+def test_usage_errors_exit_1(migbench, args, message):
+    r = run(migbench, *args)
+    assert r.returncode == 1, r.stderr
+    assert message in r.stderr
+
+
+@pytest.mark.parametrize("kind", ["3M", "2X", "base2", "0K"])
+def test_unknown_folio_kind_is_rejected(migbench, kind):
+    r = run(migbench, "--kind", kind, "--count", "1", "--loopback-test")
+    assert r.returncode == 1
+    assert "unknown folio kind" in r.stderr
+
+
+def test_the_base_page_size_as_a_kind_is_rejected(migbench):
+    size = os.sysconf("SC_PAGESIZE") // 1024
+    r = run(migbench, "--kind", f"{size}K", "--count", "1", "--loopback-test")
+    assert r.returncode == 1
+    assert "use 'base'" in r.stderr
+
+
+def test_a_size_the_kernel_does_not_offer_is_a_host_error(migbench):
+    r = run(migbench, "--kind", "1G", "--count", "1", "--loopback-test")
+    assert r.returncode == 2
+    assert "not offered by this kernel" in r.stderr
+
+
+@needs_root
+def test_loopback_base_pages_verified_and_timed(migbench):
+    r = run(
+        migbench,
+        "--kind",
+        "base",
+        "--count",
+        "64",
+        "--reps",
+        "3",
+        "--warmup",
+        "1",
+        "--loopback-test",
+    )
+    assert r.returncode == 0, r.stderr
+    out = lines(r.stdout)
+    samples = [x for x in out if x["type"] == "sample"]
+    assert [s["rep"] for s in samples] == [0, 1, 2]
+    page = os.sysconf("SC_PAGESIZE")
+    for s in samples:
+        assert s["backing_ok"] is True and s["failed_pages"] == 0
+        assert s["folio_size"] == page and s["bytes"] == 64 * page
+        assert s["elapsed_ns"] > 0 and s["loopback"] is True
+        assert s["gbps"] == pytest.approx(s["bytes"] / s["elapsed_ns"], rel=1e-3)
+        assert s["system_cpu_resolution_ns"] > 0
+    summary = out[-1]
+    assert summary["type"] == "summary" and summary["pattern_ok"] is True and summary["ok"]
+
+
+@needs_root
+@pytest.mark.skipif(
+    not (THP / "enabled").exists()
+    or thp_mode(THP / "enabled") == "never"
+    or int((THP / "hpage_pmd_size").read_text()) != 2 << 20,
+    reason="2 MiB PMD THP not available here",
+)
+def test_loopback_thp_backing_verified(migbench):
+    r = run(migbench, "--kind", "2M", "--count", "4", "--reps", "2", "--loopback-test")
+    if r.returncode == 3 and "backing" in r.stderr:
+        pytest.skip(f"no THP available right now (fragmented memory?): {r.stderr.strip()}")
+    assert r.returncode == 0, r.stderr
+    samples = [x for x in lines(r.stdout) if x["type"] == "sample"]
+    assert len(samples) == 2
+    assert all(
+        s["backing_ok"] and s["folio_size"] == 2 << 20 and s["bytes"] == 4 * (2 << 20)
+        for s in samples
+    )
+
+
+def _disable_thp_for_child() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0
+
+
+@needs_root
+def test_missing_thp_backing_fails_loudly_with_honest_bytes(migbench):
+    """The TCG pitfall: MADV_HUGEPAGE without THP. migbench must notice, report the bytes
+    really moved (4 KiB per address, not 2 MiB) with backing_ok=false, and exit 3."""
+    r = run(
+        migbench,
+        "--kind",
+        "2M",
+        "--count",
+        "3",
+        "--reps",
+        "4",
+        "--loopback-test",
+        preexec=_disable_thp_for_child,
+    )
+    assert r.returncode == 3
+    assert "backing check failed" in r.stderr
+    out = lines(r.stdout)
+    samples = [x for x in out if x["type"] == "sample"]
+    assert len(samples) == 1  # the failing move is a record, then stop
+    s = samples[0]
+    page = os.sysconf("SC_PAGESIZE")
+    assert s["backing_ok"] is False
+    assert s["bytes"] == 3 * page  # not 3 x 2 MiB: no 500x inflated GB/s
+    assert "0 of 3 folios" in s["backing_detail"]
+    assert any(x["type"] == "error" and x["stage"] == "backing" for x in out)
+    assert out[-1]["type"] == "summary" and out[-1]["ok"] is False
+
+
+@pytest.mark.skipif(
+    not (THP / "hugepages-64kB" / "enabled").exists()
+    or thp_mode(THP / "hugepages-64kB" / "enabled") != "never",
+    reason="needs an mTHP kernel with 64K disabled",
+)
+def test_disabled_mthp_size_is_a_host_error(migbench):
+    r = run(migbench, "--kind", "64K", "--count", "2", "--loopback-test")
+    assert r.returncode == 2
+    assert "64K is disabled" in r.stderr
