@@ -1,0 +1,232 @@
+"""Command line: ``python3 -m miglab_runner {plan,preflight,run,status,stop,restore}``.
+
+Exit codes: 0 ok, 2 refused (bad definition/plan, host cannot run it; nothing changed),
+3 cells failed, 4 aborted, 5 deadline reached (see runner.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+from miglab_runner import __version__, hostinfo
+from miglab_runner import plan as planmod
+from miglab_runner.journal import RunDir, read_json
+from miglab_runner.knobs import SysTree
+from miglab_runner.runner import EXIT_CONFIG, Aborted, Runner, restore_from_state
+
+
+def _read_json_arg(path: str) -> object:
+    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise planmod.PlanError(
+            f"{planmod.KEY_PREFIX}definition", f"not valid JSON: {err}"
+        ) from None
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    plan = planmod.expand(_read_json_arg(args.definition))
+    text = json.dumps(plan, sort_keys=True, indent=None if args.compact else 2)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    else:
+        print(text)
+    loads = plan["definition"]["loads"]
+    print(
+        f"plan: run {plan['run_id']} variant {plan['variant']}: {len(plan['cells'])} cells "
+        f"({len(loads)} loads), {plan['definition']['repetitions']} samples each, "
+        f"order {plan['definition']['order']} seed {plan['seed']}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    plan = planmod.load_plan(_read_json_arg(args.plan))
+    report = hostinfo.preflight(
+        plan,
+        SysTree(args.sys_root),
+        args.stress_ng,
+        require_root=not args.no_root_check,
+        loopback=args.test_loopback,
+    )
+    print(json.dumps(report, sort_keys=True))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    plan = planmod.load_plan(_read_json_arg(args.plan))
+    runner = Runner(
+        plan,
+        args.results_root,
+        args.host,
+        args.migbench,
+        sys_root=args.sys_root,
+        stress_ng=args.stress_ng,
+        migbench_build=args.migbench_build,
+        deadline_seconds=args.deadline_seconds,
+        loopback=args.test_loopback,
+        retry_failed=not args.no_retry_failed,
+        require_root=not args.no_root_check,
+    )
+    return runner.run()
+
+
+def _rundir(args: argparse.Namespace) -> RunDir:
+    return RunDir.at(args.run_dir)
+
+
+def status_of(rundir: RunDir) -> dict:
+    progress = read_json(rundir.progress)
+    alive = rundir.runner_alive()
+    if progress is None:
+        return {
+            "state": "waiting" if alive else "absent",
+            "done": 0,
+            "total": 0,
+            "failed": 0,
+            "runner_alive": alive,
+            "run_dir": rundir.path,
+        }
+    out = dict(progress)
+    out["runner_alive"] = alive
+    if not alive and out.get("state") in ("starting", "preflight", "running"):
+        out["state"] = "dead"
+        out["message"] = f"runner pid {out.get('pid')} is gone without finishing; rerun to resume"
+    out["run_dir"] = rundir.path
+    return out
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    print(json.dumps(status_of(_rundir(args)), sort_keys=True))
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    rundir = _rundir(args)
+    result = {"was_running": rundir.runner_alive(), "run_dir": rundir.path}
+    if result["was_running"]:
+        pid = rundir.lock_holder()
+        result["pid"] = pid
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + args.timeout
+        while rundir.runner_alive() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        result["stopped"] = not rundir.runner_alive()
+    if not rundir.runner_alive():
+        rundir.lock()
+        try:
+            result["restore"] = restore_from_state(
+                rundir, SysTree(args.sys_root), lambda m: print(m, file=sys.stderr)
+            )
+        finally:
+            rundir.unlock()
+    state = read_json(rundir.state) or {}
+    result["dirty"] = bool(state.get("dirty"))
+    print(json.dumps(result, sort_keys=True))
+    return 0 if not result["dirty"] and result.get("stopped", True) else 1
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    rundir = _rundir(args)
+    if rundir.runner_alive():
+        print(
+            f"miglab_runner: a runner (pid {rundir.lock_holder()}) is running in "
+            f"{rundir.path}; use 'stop'",
+            file=sys.stderr,
+        )
+        return 1
+    rundir.lock()
+    try:
+        report = restore_from_state(
+            rundir, SysTree(args.sys_root), lambda m: print(m, file=sys.stderr)
+        )
+    finally:
+        rundir.unlock()
+    state = read_json(rundir.state) or {}
+    print(json.dumps({"restore": report, "dirty": bool(state.get("dirty"))}, sort_keys=True))
+    return 1 if state.get("dirty") else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python3 -m miglab_runner", description="miglab sweep runner (stdlib only)"
+    )
+    p.add_argument("--version", action="version", version=f"miglab_runner {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("plan", help="validate a sweep definition and expand it into a plan")
+    s.add_argument("--definition", default="-", help="JSON file, '-' for stdin")
+    s.add_argument("--out", help="write the plan here instead of stdout")
+    s.add_argument("--compact", action="store_true")
+    s.set_defaults(func=cmd_plan)
+
+    def host_opts(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--sys-root", default="/", help="root of /proc/sys and /sys (tests)")
+        s.add_argument("--stress-ng", default="stress-ng")
+        s.add_argument("--no-root-check", action="store_true", help=argparse.SUPPRESS)
+        s.add_argument(
+            "--test-loopback",
+            action="store_true",
+            help="TEST ONLY: migbench --loopback-test on a one-node machine",
+        )
+
+    s = sub.add_parser("preflight", help="read-only checks of a plan against this host")
+    s.add_argument("--plan", required=True)
+    host_opts(s)
+    s.set_defaults(func=cmd_preflight)
+
+    s = sub.add_parser("run", help="run (or resume) a plan on this host")
+    s.add_argument("--plan", required=True)
+    s.add_argument("--results-root", required=True)
+    s.add_argument("--host", required=True, help="inventory hostname for the records")
+    s.add_argument("--migbench", required=True)
+    s.add_argument("--migbench-build", help="build identity JSON written by the migbench role")
+    s.add_argument(
+        "--deadline-seconds", type=float, help="stop cleanly (settings restored) after this long"
+    )
+    s.add_argument(
+        "--no-retry-failed",
+        action="store_true",
+        help="skip cells that failed before instead of redoing them",
+    )
+    host_opts(s)
+    s.set_defaults(func=cmd_run)
+
+    for name, func, text in (
+        ("status", cmd_status, "progress of a run (JSON)"),
+        ("stop", cmd_stop, "stop a running runner and restore settings"),
+        ("restore", cmd_restore, "restore what a killed runner left"),
+    ):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("--run-dir", required=True)
+        if name != "status":
+            s.add_argument("--sys-root", default="/")
+        if name == "stop":
+            s.add_argument("--timeout", type=float, default=120)
+        s.set_defaults(func=func)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (planmod.PlanError, hostinfo.PreflightError) as err:
+        print(f"miglab_runner: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Aborted as err:
+        print(f"miglab_runner: aborted by {err}", file=sys.stderr)
+        return 4
+    except OSError as err:
+        print(f"miglab_runner: {err}", file=sys.stderr)
+        return 1

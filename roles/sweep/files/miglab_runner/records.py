@@ -1,0 +1,117 @@
+"""Sample records (schema miglab.sample/1): migbench's sample + what only the runner knows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from miglab_runner import SAMPLE_SCHEMA
+
+# The schema's required fields (analysis/miglab/data/results-schema.json); a unit test keeps
+# this list and the schema in step.
+REQUIRED = (
+    "schema",
+    "run_id",
+    "host",
+    "arch",
+    "base_page_size",
+    "kernel_release",
+    "kernel_variant",
+    "workqueue",
+    "load",
+    "copy_config",
+    "threads",
+    "page_kind",
+    "folio_size",
+    "page_count",
+    "bytes",
+    "rep",
+    "src_node",
+    "dst_node",
+    "elapsed_ns",
+    "gbps",
+    "failed_pages",
+    "backing_ok",
+    "caller_cpu_ns",
+    "system_cpu_ns",
+    "timestamp",
+)
+
+# Copied from migbench's sample line into the record.
+FROM_MIGBENCH = (
+    "rep",
+    "src_node",
+    "dst_node",
+    "page_kind",
+    "folio_size",
+    "page_count",
+    "bytes",
+    "elapsed_ns",
+    "gbps",
+    "failed_pages",
+    "backing_ok",
+    "caller_cpu_ns",
+    "system_cpu_ns",
+    "system_cpu_resolution_ns",
+    "system_cpu_ns_schedstat",
+    "pgmigrate_success",
+    "pgmigrate_fail",
+    "thp_migration_success",
+    "thp_migration_fail",
+    "thp_migration_split",
+    "move_pages_ret",
+    "status_errors",
+    "warmup_moves",
+    "base_page_size",
+    "loopback",
+    "timestamp",
+    "backing_detail",
+)
+
+
+def build_record(
+    sample: dict, context: dict, cell: dict, cell_status: str, pattern_ok: bool | None
+) -> dict:
+    """``context``: run_id, host, arch, kernel_release, kernel_variant, kernel_build_hash,
+    workqueue, knob_profile, migbench_sha256, sweep_name, base_page_size."""
+    rec: dict[str, Any] = {"schema": SAMPLE_SCHEMA}
+    for key in (
+        "run_id",
+        "host",
+        "arch",
+        "kernel_release",
+        "kernel_variant",
+        "kernel_build_hash",
+        "workqueue",
+        "knob_profile",
+        "migbench_sha256",
+        "sweep_name",
+        "base_page_size",
+    ):
+        rec[key] = context.get(key)
+    rec.update(
+        {
+            "load": cell["load"],
+            "copy_config": cell["copy_config"],
+            "threads": cell["threads"],
+            "cell_id": cell["cell_id"],
+            "cell_index": cell["index"],
+        }
+    )
+    for key in FROM_MIGBENCH:
+        if key in sample:
+            rec[key] = sample[key]
+    rec["cell_status"] = cell_status
+    rec["pattern_ok"] = pattern_ok
+    return rec
+
+
+def problems(rec: dict) -> list[str]:
+    """Cheap structural check (the runner has no jsonschema); unit tests use the real schema."""
+    out = [f"missing {k}" for k in REQUIRED if k not in rec]
+    for k in ("page_count", "bytes", "elapsed_ns", "folio_size"):
+        v = rec.get(k)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            out.append(f"{k} must be a positive integer, got {v!r}")
+    if not isinstance(rec.get("backing_ok"), bool):
+        out.append("backing_ok must be a boolean")
+    return out
