@@ -6,10 +6,12 @@ image when its inputs did not change); `test_zz_down.py` powers it off last.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,9 +82,18 @@ def guests(vlab_up: AnsibleRun) -> list[dict[str, Any]]:
     return lab_guests()
 
 
-def host_json(host: str, command: str) -> Any:
-    """Run a command on a lab host through Ansible and parse its stdout as JSON."""
-    run = ansible("ansible", host, "-m", "ansible.builtin.command", "-a", command, "-o")
-    assert run.returncode == 0, run.output
-    # `-o` prints: host | CHANGED | rc=0 | (stdout) {...}
-    return json.loads(run.output.split("(stdout)", 1)[1].strip().encode().decode("unicode_escape"))
+def ad_hoc(host: str, module: str, arguments: str = "") -> dict[str, Any]:
+    """Run one module on one lab host through Ansible; return that host's result
+    (the builtin `tree` callback writes it as JSON)."""
+    with tempfile.TemporaryDirectory() as tree:
+        run = ansible("ansible", host, "-m", module, "-a", arguments, "--tree", tree)
+        assert run.returncode == 0, run.output
+        return dict(json.loads((Path(tree) / host).read_text()))
+
+
+def read_host_file(host: str, path: str) -> bytes:
+    return base64.b64decode(ad_hoc(host, "ansible.builtin.slurp", f"src={path}")["content"])
+
+
+def host_command(host: str, command: str) -> str:
+    return str(ad_hoc(host, "ansible.builtin.command", command)["stdout"])

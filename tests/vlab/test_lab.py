@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 from miglab.vlab import guests as guest_control
 from miglab.vlab.qemu import GuestPaths
 
-from .conftest import STATE_DIR, AnsibleRun, ansible, playbook
+from .conftest import STATE_DIR, AnsibleRun, ansible, playbook, read_host_file
 
 
 def test_every_guest_runs_and_booted_through_firmware_and_grub(
@@ -77,25 +76,17 @@ def test_hard_reset_over_qmp_comes_back(guests: list[dict[str, Any]]) -> None:
     name = guest["name"]
 
     def boot_id() -> str:
-        run = ansible(
-            "ansible",
-            name,
-            "-m",
-            "ansible.builtin.command",
-            "-a",
-            "cat /proc/sys/kernel/random/boot_id",
-            "-o",
-        )
-        assert run.returncode == 0, run.output
-        return run.output.rsplit(")", 1)[1].strip()
+        return read_host_file(name, "/proc/sys/kernel/random/boot_id").decode().strip()
 
     before = boot_id()
     paths = GuestPaths.for_guest(STATE_DIR, name)
     pid_before = guest_control.running_pid(paths)
     guest_control.reset(paths)
     guest_control.wait_for_ssh_banner(guest["ssh_port"], timeout=300)
-    ansible("ansible", name, "-m", "ansible.builtin.wait_for_connection", "-a", "timeout=300")
+    reconnect = ansible(
+        "ansible", name, "-m", "ansible.builtin.wait_for_connection", "-a", "timeout=300"
+    )
+    assert reconnect.returncode == 0, reconnect.output
     assert boot_id() != before
     # Reset is the machine's reset button: the same qemu process, a new boot.
     assert guest_control.running_pid(paths) == pid_before
-    assert shutil.which("qemu-system-x86_64")
