@@ -90,12 +90,7 @@ def parse_cpulist(text: str) -> list[int]:
             continue
         if "-" in part:
             first, last = part.split("-", 1)
-            # ranges may carry a stride ("0-7:2") in bitmap-list syntax
-            step = 1
-            if ":" in last:
-                last, stride = last.split(":", 1)
-                step = int(stride.split("/", 1)[0])
-            cpus.extend(range(int(first), int(last) + 1, step))
+            cpus.extend(range(int(first), int(last) + 1))
         else:
             cpus.append(int(part))
     return sorted(set(cpus))
