@@ -8,12 +8,14 @@ from collections.abc import Callable, Sequence
 
 from miglab import __version__
 from miglab.errors import MiglabError
+from miglab.results import commands as results_commands
 from miglab.vlab import commands as vlab_commands
 
 # Each command group registers its sub-commands; a sub-command stores its handler in
 # `func`, which takes the parsed namespace and returns an exit code.
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     vlab_commands.register,
+    results_commands.register,
 ]
 
 

@@ -1,0 +1,525 @@
+"""Reading samples.jsonl files into one validated sample table.
+
+Each file is first read by Arrow's multi-threaded JSON reader with the column types the
+schema declares, and checked with vectorised Arrow kernels; this keeps a million records
+within seconds. A file Arrow cannot read (truncated lines, wrong JSON types, blank lines,
+values out of range) is re-read line by line with the per-record Python checks, so every
+bad record is reported as file:line with jsonschema's wording of what is wrong.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import mmap
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
+
+from miglab.errors import ConfigError, MiglabError
+from miglab.results.schema import (
+    DATE_TIME_PATTERN,
+    FieldSpec,
+    describe_line,
+    describe_record,
+    field_specs,
+    normalised_value,
+    parse_json_line,
+    record_is_valid,
+)
+
+SAMPLES_FILE_NAME = "samples.jsonl"
+_BLOCK_SIZE = 1 << 20
+_CHECK_ROWS = 1 << 17
+_SCAN_CHUNK = 4 << 20
+_BAD_RECORDS_SHOWN = 20
+
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "integer": pa.int64(),
+    "number": pa.float64(),
+    "boolean": pa.bool_(),
+}
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """A line of a samples file that is not a valid `miglab.sample/1` record."""
+
+    path: Path
+    line: int
+    problems: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {'; '.join(self.problems)}"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: Path
+    records: int
+    bad: int
+    read_line_by_line: bool
+
+
+@dataclass
+class SampleSet:
+    """Valid samples (one row each, plus `source` file and `line`) and what was rejected."""
+
+    frame: pd.DataFrame
+    bad_records: list[BadRecord] = field(default_factory=list)
+    sources: list[SourceFile] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.bad_records)
+
+
+class CorruptInputError(MiglabError):
+    """Bad records in the input; the message lists them as file:line."""
+
+    def __init__(self, bad_records: Sequence[BadRecord]) -> None:
+        shown = [str(record) for record in bad_records[:_BAD_RECORDS_SHOWN]]
+        more = len(bad_records) - len(shown)
+        if more > 0:
+            shown.append(f"... and {more} more (run `miglab check` for the full list)")
+        super().__init__(
+            f"{len(bad_records)} bad sample record(s); fix them or pass --skip-bad:\n  "
+            + "\n  ".join(shown)
+        )
+        self.bad_records = list(bad_records)
+
+
+def find_sample_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Files named on the command line, and samples.jsonl files below named directories."""
+    found: list[Path] = []
+    seen: set[Path] = set()
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            candidates = sorted(path.rglob(SAMPLES_FILE_NAME))
+            if not candidates:
+                raise ConfigError(str(path), f"no {SAMPLES_FILE_NAME} below this directory")
+        elif path.is_file():
+            candidates = [path]
+        else:
+            raise ConfigError(str(path), "no such file or directory")
+        for candidate in candidates:
+            resolved = candidate.resolve()
+            if resolved not in seen:
+                seen.add(resolved)
+                found.append(candidate)
+    return found
+
+
+def arrow_read_schema() -> pa.Schema:
+    return pa.schema([(spec.name, _ARROW_TYPES[spec.kind]) for spec in field_specs()])
+
+
+def _converted_type(spec: FieldSpec) -> pa.DataType:
+    if spec.date_time:
+        return pa.timestamp("ns", tz="UTC")
+    if spec.kind == "string":
+        return pa.dictionary(pa.int32(), pa.string())
+    return _ARROW_TYPES[spec.kind]
+
+
+def sample_table_schema() -> pa.Schema:
+    """Columns of the loaded sample table, in Arrow terms."""
+    fields = [(spec.name, _converted_type(spec)) for spec in field_specs()]
+    fields += [("source", pa.dictionary(pa.int32(), pa.string())), ("line", pa.int64())]
+    return pa.schema(fields)
+
+
+class _NeedsLineByLine(Exception):
+    """The fast reader cannot vouch for this file; read it line by line."""
+
+
+def _or(left: pa.Array | None, right: pa.Array) -> pa.Array:
+    right = pc.fill_null(right, False)
+    return right if left is None else pc.or_(left, right)
+
+
+def _string_value_problems(spec: FieldSpec, values: pa.Array) -> pa.Array | None:
+    """Per distinct value (a dictionary), whether it breaks the field's rules."""
+    bad: pa.Array | None = None
+    if spec.const is not None:
+        bad = _or(bad, pc.not_equal(values, spec.const))
+    if spec.enum is not None:
+        bad = _or(bad, pc.invert(pc.is_in(values, value_set=pa.array(spec.enum))))
+    if spec.min_length is not None:
+        bad = _or(bad, pc.less(pc.utf8_length(values), spec.min_length))
+    if spec.pattern is not None:
+        bad = _or(bad, pc.invert(pc.match_substring_regex(values, spec.pattern)))
+    if spec.date_time:
+        bad = _or(bad, pc.invert(pc.match_substring_regex(values, DATE_TIME_PATTERN)))
+    return bad
+
+
+def _timestamps(values: pa.Array) -> pa.Array:
+    try:
+        return pc.cast(values, pa.timestamp("ns", tz="UTC"))
+    except pa.ArrowInvalid:
+        pass
+    # Arrow parses at most nanoseconds; valid RFC 3339 may carry more digits.
+    trimmed = pc.replace_substring_regex(values, r"(\.[0-9]{9})[0-9]+", r"\1")
+    try:
+        return pc.cast(trimmed, pa.timestamp("ns", tz="UTC"))
+    except pa.ArrowInvalid as error:  # e.g. 30 February: the regex cannot see it
+        raise _NeedsLineByLine(str(error)) from error
+
+
+@dataclass
+class _CheckedBatch:
+    bad_rows: np.ndarray  # bool per row
+    columns: dict[str, pa.Array]  # converted, all rows
+    non_null: dict[str, int]
+
+
+def _check_and_convert(batch: pa.RecordBatch) -> _CheckedBatch:
+    """Vectorised form of record_is_valid, plus the column conversion of the kept rows."""
+    bad: pa.Array | None = None
+    columns: dict[str, pa.Array] = {}
+    non_null: dict[str, int] = {}
+    for spec in field_specs():
+        column = batch.column(spec.name)
+        if spec.needs_key_count:
+            non_null[spec.name] = len(column) - column.null_count
+        if spec.required and not spec.nullable:
+            bad = _or(bad, pc.is_null(column))
+        if spec.kind == "string" and not spec.date_time:
+            encoded = column.dictionary_encode()
+            value_bad = _string_value_problems(spec, encoded.dictionary)
+            if value_bad is not None:
+                bad = _or(bad, pc.take(value_bad, encoded.indices))
+            columns[spec.name] = encoded
+        elif spec.kind == "string":
+            value_bad = _string_value_problems(spec, column)
+            if value_bad is not None:
+                bad = _or(bad, value_bad)
+            columns[spec.name] = column  # timestamps are converted after filtering
+        else:
+            if spec.kind == "number":
+                bad = _or(bad, pc.invert(pc.is_finite(column)))
+            if spec.minimum is not None:
+                bad = _or(bad, pc.less(column, spec.minimum))
+            columns[spec.name] = column
+    if bad is None:
+        mask = np.zeros(batch.num_rows, dtype=bool)
+    else:
+        mask = np.asarray(bad.to_numpy(zero_copy_only=False), dtype=bool)
+    return _CheckedBatch(mask, columns, non_null)
+
+
+def _kept_batch(
+    checked: _CheckedBatch, source: pa.Array, first_line: int, lines: np.ndarray | None = None
+) -> pa.RecordBatch:
+    keep = pa.array(~checked.bad_rows)
+    arrays: list[pa.Array] = []
+    for spec in field_specs():
+        column = pc.filter(checked.columns[spec.name], keep)
+        if spec.date_time:
+            column = _timestamps(column)
+        arrays.append(column)
+    kept = int((~checked.bad_rows).sum())
+    if lines is None:
+        all_lines = np.arange(first_line, first_line + len(checked.bad_rows), dtype=np.int64)
+        lines = all_lines[~checked.bad_rows]
+    arrays.append(pa.DictionaryArray.from_arrays(pa.array(np.zeros(kept, np.int32)), source))
+    arrays.append(pa.array(lines, type=pa.int64()))
+    return pa.RecordBatch.from_arrays(arrays, schema=sample_table_schema())
+
+
+@dataclass
+class _Scan:
+    newlines: np.ndarray  # byte offset of every newline
+    key_counts: dict[str, int]  # occurrences of '"name"' in the whole file
+
+
+def _scan_file(path: Path, key_names: Sequence[str]) -> _Scan:
+    """Newline offsets and key-token counts, read in chunks (runs in a thread beside
+    Arrow's parser; numpy and file reads release the GIL)."""
+    tokens = {name: f'"{name}"'.encode() for name in key_names}
+    counts = dict.fromkeys(key_names, 0)
+    overlap = max((len(token) for token in tokens.values()), default=1) - 1
+    offsets: list[np.ndarray] = []
+    position = 0
+    tail = b""
+    with path.open("rb") as stream:
+        while chunk := stream.read(_SCAN_CHUNK):
+            offsets.append(np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10) + position)
+            position += len(chunk)
+            window = tail + chunk
+            for name, token in tokens.items():
+                # occurrences wholly inside the carried-over tail were counted last time
+                counts[name] += window.count(token) - tail.count(token)
+            tail = window[-overlap:] if overlap else b""
+    newlines = np.concatenate(offsets) if offsets else np.zeros(0, dtype=np.int64)
+    return _Scan(newlines, counts)
+
+
+class _LineIndex:
+    """Random access to the lines of a file by number (1-based)."""
+
+    def __init__(self, path: Path, newlines: np.ndarray) -> None:
+        size = path.stat().st_size
+        self._stream = path.open("rb")
+        self._map = mmap.mmap(self._stream.fileno(), 0, access=mmap.ACCESS_READ)
+        ends = newlines
+        if size and (len(newlines) == 0 or newlines[-1] != size - 1):
+            ends = np.append(newlines, size)  # last line without a newline
+        self.ends = ends
+        self.starts = np.concatenate(([0], ends[:-1] + 1)) if len(ends) else ends
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def raw(self, number: int) -> bytes:
+        return self._map[int(self.starts[number - 1]) : int(self.ends[number - 1])]
+
+    def text(self, number: int) -> str:
+        return self.raw(number).decode("utf-8", errors="replace").strip()
+
+    def close(self) -> None:
+        self._map.close()
+        self._stream.close()
+
+
+def _key_present(raw: bytes, name: str) -> bool:
+    """Whether a record line has top-level key `name` (its value is known to be null)."""
+    token = f'"{name}"'.encode()
+    occurrences = raw.count(token)
+    if occurrences == 0:
+        return False
+    if occurrences == 1:
+        rest = raw[raw.index(token) + len(token) :].lstrip()
+        return rest.startswith(b":")
+    try:
+        record = parse_json_line(raw.decode("utf-8"))
+    except ValueError:
+        return False
+    return isinstance(record, dict) and name in record
+
+
+def _problems_for(text: str) -> tuple[str, ...]:
+    problems = describe_line(text)
+    if not problems:  # the derived checks and jsonschema disagree: a bug in miglab
+        problems = ["rejected by miglab's record checks but accepted by the JSON Schema"]
+    return tuple(problems)
+
+
+@dataclass
+class _FileResult:
+    table: pa.Table
+    bad: list[BadRecord]
+    line_by_line: bool
+
+
+def _regrouped(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Arrow's reader yields one small batch per block (small blocks keep its read-ahead
+    memory low); the checks cost a fixed overhead per batch, so run them on larger ones."""
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        pending.append(batch)
+        rows += batch.num_rows
+        if rows >= _CHECK_ROWS:
+            yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+            pending, rows = [], 0
+    if pending:
+        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+
+
+def _read_fast(path: Path, source: pa.Array) -> _FileResult:
+    key_fields = [spec for spec in field_specs() if spec.needs_key_count]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        scan = pool.submit(_scan_file, path, [spec.name for spec in key_fields])
+        batches: list[pa.RecordBatch] = []
+        bad_rows: list[np.ndarray] = []
+        null_rows: dict[str, list[np.ndarray]] = {spec.name: [] for spec in key_fields}
+        rows = 0
+        try:
+            reader = pajson.open_json(
+                path,
+                read_options=pajson.ReadOptions(block_size=_BLOCK_SIZE, use_threads=True),
+                parse_options=pajson.ParseOptions(
+                    explicit_schema=arrow_read_schema(), unexpected_field_behavior="ignore"
+                ),
+            )
+            for batch in _regrouped(reader):
+                checked = _check_and_convert(batch)
+                for spec in key_fields:
+                    nulls = batch.column(spec.name).is_null().to_numpy(zero_copy_only=False)
+                    null_rows[spec.name].append(np.flatnonzero(nulls) + rows + 1)
+                batches.append(_kept_batch(checked, source, rows + 1))
+                if checked.bad_rows.any():
+                    bad_rows.append(np.flatnonzero(checked.bad_rows) + rows + 1)
+                rows += batch.num_rows
+        except pa.ArrowInvalid as error:
+            raise _NeedsLineByLine(str(error)) from error
+        scanned = scan.result()
+    lines = _LineIndex(path, scanned.newlines)
+    try:
+        # Row n is line n only when no line is blank or holds two objects.
+        if rows != len(lines):
+            raise _NeedsLineByLine(f"{rows} records on {len(lines)} lines")
+        wanted = {int(number) for chunk in bad_rows for number in chunk}
+        # Arrow reads a missing key as null. When the key occurs once per record that
+        # should have it, there is nothing to look at; otherwise look at the raw lines of
+        # the null values.
+        missing_keys: set[int] = set()
+        for spec in key_fields:
+            nulls = sum(len(chunk) for chunk in null_rows[spec.name])
+            expected = rows if spec.required else rows - nulls
+            if scanned.key_counts[spec.name] == expected:
+                continue
+            for number in (int(n) for chunk in null_rows[spec.name] for n in chunk):
+                if _key_present(lines.raw(number), spec.name) != spec.required:
+                    missing_keys.add(number)
+        bad = [BadRecord(path, n, _problems_for(lines.text(n))) for n in sorted(wanted | missing_keys)]
+    finally:
+        lines.close()
+    table = pa.Table.from_batches(batches, schema=sample_table_schema())
+    late = missing_keys - wanted
+    if late:  # found after conversion: drop those rows now
+        keep = pc.invert(pc.is_in(table["line"], value_set=pa.array(sorted(late), pa.int64())))
+        table = table.filter(keep)
+    return _FileResult(table, bad, line_by_line=False)
+
+
+def _read_line_by_line(path: Path, source: pa.Array) -> _FileResult:
+    specs = field_specs()
+    values: dict[str, list[object]] = {spec.name: [] for spec in specs}
+    lines: list[int] = []
+    bad: list[BadRecord] = []
+    with path.open("rb") as stream:
+        for number, raw in enumerate(stream, start=1):
+            try:
+                text = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as error:
+                bad.append(BadRecord(path, number, (f"not valid UTF-8 ({error.reason})",)))
+                continue
+            if not text:
+                continue
+            try:
+                record = parse_json_line(text)
+            except ValueError:
+                bad.append(BadRecord(path, number, _problems_for(text)))
+                continue
+            if not isinstance(record, dict) or not record_is_valid(record):
+                problems = describe_record(record) or [
+                    "rejected by miglab's record checks but accepted by the JSON Schema"
+                ]
+                bad.append(BadRecord(path, number, tuple(problems)))
+                continue
+            for spec in specs:
+                values[spec.name].append(normalised_value(spec, record.get(spec.name)))
+            lines.append(number)
+    raw_batch = pa.RecordBatch.from_arrays(
+        [pa.array(values[spec.name], type=_ARROW_TYPES[spec.kind]) for spec in specs],
+        schema=arrow_read_schema(),
+    )
+    checked = _check_and_convert(raw_batch)
+    if checked.bad_rows.any():  # record_is_valid accepted what the vector checks reject
+        for index in np.flatnonzero(checked.bad_rows):
+            bad.append(
+                BadRecord(path, lines[index], ("rejected by miglab's vectorised record checks",))
+            )
+    kept_lines = np.asarray(lines, dtype=np.int64)[~checked.bad_rows]
+    try:
+        batch = _kept_batch(checked, source, 1, kept_lines)
+    except _NeedsLineByLine as error:  # cannot happen after record_is_valid; keep it loud
+        raise MiglabError(f"{path}: cannot convert timestamps: {error}") from error
+    bad.sort(key=lambda record: record.line)
+    return _FileResult(pa.Table.from_batches([batch]), bad, line_by_line=True)
+
+
+def _read_file(path: Path) -> _FileResult:
+    source = pa.array([str(path)])
+    if path.stat().st_size == 0:
+        return _FileResult(sample_table_schema().empty_table(), [], line_by_line=False)
+    try:
+        return _read_fast(path, source)
+    except _NeedsLineByLine:
+        return _read_line_by_line(path, source)
+
+
+def to_frame(tables: list[pa.Table]) -> pd.DataFrame:
+    """Arrow sample tables to one pandas frame: strings as categoricals, nullable integers
+    as Int64. Empties `tables`: self_destruct frees each Arrow column once converted, which
+    keeps the peak near one copy of the data, but only when nothing else refers to it."""
+    table = (
+        pa.concat_tables(tables) if tables else sample_table_schema().empty_table()
+    ).unify_dictionaries()
+    tables.clear()
+    frame = table.to_pandas(split_blocks=True, self_destruct=True)
+    del table
+    for spec in field_specs():
+        if spec.kind == "integer" and spec.nullable:
+            frame[spec.name] = frame[spec.name].astype("Int64")
+    return frame
+
+
+def empty_frame() -> pd.DataFrame:
+    return to_frame([])
+
+
+def load_samples(paths: Iterable[str | Path], skip_bad: bool = False) -> SampleSet:
+    """Every valid record under `paths`; bad records raise CorruptInputError unless
+    skip_bad, in which case they are left out and listed in SampleSet.bad_records."""
+    files = find_sample_files(paths)
+    tables: list[pa.Table] = []
+    bad: list[BadRecord] = []
+    sources: list[SourceFile] = []
+    for path in files:
+        try:
+            result = _read_file(path)
+        except OSError as error:
+            raise ConfigError(str(path), f"cannot read: {error.strerror or error}") from error
+        tables.append(result.table)
+        pa.default_memory_pool().release_unused()  # the parser's buffers, before the next file
+        bad.extend(result.bad)
+        sources.append(SourceFile(path, result.table.num_rows, len(result.bad), result.line_by_line))
+    if bad and not skip_bad:
+        raise CorruptInputError(bad)
+    return SampleSet(to_frame(tables), bad, sources)
+
+
+def usable_mask(frame: pd.DataFrame) -> pd.Series:
+    """Samples that count: the folios had the requested size and every page moved."""
+    return frame["backing_ok"].astype(bool) & (frame["failed_pages"] == 0)
+
+
+@dataclass(frozen=True)
+class SampleFilter:
+    """Row selection by the command-line filters; empty tuples select everything."""
+
+    hosts: tuple[str, ...] = ()
+    loads: tuple[str, ...] = ()
+    page_kinds: tuple[str, ...] = ()
+    variants: tuple[str, ...] = ()
+    runs: tuple[str, ...] = ()
+
+    def apply(self, frame: pd.DataFrame, keep_vanilla: bool = False) -> pd.DataFrame:
+        """Rows matching every given filter. With keep_vanilla, `variants` does not drop the
+        unpatched kernel's samples, which tables need for their reference column."""
+        mask = pd.Series(True, index=frame.index)
+        for column, wanted in (
+            ("host", self.hosts),
+            ("load", self.loads),
+            ("page_kind", self.page_kinds),
+            ("run_id", self.runs),
+        ):
+            if wanted:
+                mask &= frame[column].isin(wanted)
+        if self.variants:
+            variant_mask = frame["kernel_variant"].isin(self.variants)
+            if keep_vanilla:
+                variant_mask |= frame["copy_config"] == "vanilla"
+            mask &= variant_mask
+        return frame[mask]

@@ -1,0 +1,202 @@
+"""Plots as PNG and SVG: throughput vs page count, and speedup heat maps.
+
+Figures are built on matplotlib.figure.Figure directly (no pyplot state), rendered by the
+Agg and SVG backends. Every plotted series carries an SVG id `series-<panel>-<config>` so
+that a test or a reader can count and find the series in the SVG file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+from matplotlib import colors
+from matplotlib.figure import Figure
+
+from miglab.results.compare import ComparisonTable, change_text
+from miglab.results.tables import (
+    SummaryTable,
+    load_order,
+    load_phrase,
+    page_kind_label,
+    workqueue_phrase,
+)
+
+matplotlib.use("Agg")
+
+_RC: dict[str, Any] = {"svg.fonttype": "none", "svg.hashsalt": "miglab", "font.size": 9}
+_METADATA_SVG = {"Date": None}
+_METADATA_PNG = {"Software": "miglab"}
+
+
+@dataclass(frozen=True)
+class PlotFile:
+    kind: str  # "throughput" or "speedup"
+    title: str
+    png: Path
+    svg: Path
+    series: int  # plotted series (lines, or heat-map rows)
+
+
+def _slug(*parts: str | None) -> str:
+    text = "-".join(part for part in parts if part)
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", text).strip("_")
+
+
+def _save(figure: Figure, out_dir: Path, stem: str) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = out_dir / f"{stem}.png"
+    svg = out_dir / f"{stem}.svg"
+    with matplotlib.rc_context(_RC):  # type: ignore[arg-type]
+        figure.savefig(png, format="png", dpi=110, metadata=_METADATA_PNG)
+        figure.savefig(svg, format="svg", metadata=_METADATA_SVG)
+    return png, svg
+
+
+def _figure_groups(
+    tables: Sequence[SummaryTable],
+) -> dict[tuple[str, str, str | None, str | None], list[SummaryTable]]:
+    groups: dict[tuple[str, str, str | None, str | None], list[SummaryTable]] = {}
+    for table in tables:
+        key = (table.key.host, table.key.page_kind, table.key.workqueue, table.key.variant)
+        groups.setdefault(key, []).append(table)
+    return groups
+
+
+def plot_throughput(
+    tables: Sequence[SummaryTable], out_dir: Path, confidence: float = 0.95
+) -> list[PlotFile]:
+    """One figure per host, page kind and workqueue; one panel per load; one line per copy
+    config with its confidence band; log2 page-count axis."""
+    files = []
+    for (host, page_kind, workqueue, variant), group in _figure_groups(tables).items():
+        group = sorted(group, key=lambda table: load_order(table.key.load))
+        with matplotlib.rc_context(_RC):  # type: ignore[arg-type]
+            figure = Figure(figsize=(4.2 * len(group) + 0.8, 3.8), layout="constrained")
+            axes = figure.subplots(1, len(group), squeeze=False, sharey=True)[0]
+            series = 0
+            for axis, table in zip(axes, group, strict=True):
+                series += _throughput_panel(axis, table, confidence)
+            kind = page_kind_label(page_kind, group[0].base_page_size)
+            title = f"{kind}{workqueue_phrase(workqueue)} - host {host}"
+            if variant:
+                title += f" - variant {variant}"
+            statistic = group[0].statistic
+            figure.suptitle(f"{title}: {statistic} GB/s, {confidence:.0%} CI bands")
+            axes[0].set_ylabel(f"{statistic} GB/s")
+            handles, labels = axes[0].get_legend_handles_labels()
+            for axis in axes[1:]:
+                for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+                    if label not in labels:
+                        handles.append(handle)
+                        labels.append(label)
+            figure.legend(handles, labels, loc="outside right center", fontsize=8)
+        stem = _slug("throughput", host, page_kind, workqueue or "none", variant)
+        png, svg = _save(figure, out_dir, stem)
+        files.append(PlotFile("throughput", title, png, svg, series))
+    return files
+
+
+def _throughput_panel(axis: object, table: SummaryTable, confidence: float) -> int:
+    from matplotlib.axes import Axes
+
+    assert isinstance(axis, Axes)
+    palette = matplotlib.colormaps["tab10"]
+    plotted = 0
+    for index, config in enumerate(table.configs):
+        points = [
+            (count, cell)
+            for count in table.page_counts
+            if (cell := table.usable_cell(count, config)) is not None
+        ]
+        if not points:
+            continue
+        x = np.array([count for count, _ in points], dtype=float)
+        y = np.array([cell.value for _, cell in points])
+        low = np.array([cell.ci_low for _, cell in points])
+        high = np.array([cell.ci_high for _, cell in points])
+        color = palette(index % 10)
+        gid = _slug("series", table.key.load, config)
+        (line,) = axis.plot(x, y, marker="o", markersize=3, color=color, label=config, gid=gid)
+        band = ~(np.isnan(low) | np.isnan(high))
+        if band.any():
+            axis.fill_between(
+                x, np.where(band, low, y), np.where(band, high, y), color=color, alpha=0.15,
+                linewidth=0, gid=_slug("band", table.key.load, config),
+            )
+        unstable = np.array([cell.unstable for _, cell in points])
+        if unstable.any():
+            axis.plot(
+                x[unstable], y[unstable], linestyle="none", marker="x", markersize=7,
+                color=color, gid=_slug("unstable", table.key.load, config),
+            )
+        plotted += 1
+        del line
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("pages moved")
+    axis.set_title(load_phrase(table.key.load).strip() or table.key.load, fontsize=9)
+    axis.grid(True, which="major", alpha=0.3)
+    return plotted
+
+
+def plot_speedup_heatmaps(
+    tables: Sequence[ComparisonTable], out_dir: Path, baseline: str = "vanilla"
+) -> list[PlotFile]:
+    """Configs x page counts, colour = ratio over the baseline (log scale centred on 1);
+    each cell labelled with its ratio and the significance mark, grey when missing."""
+    files = []
+    for table in tables:
+        configs = table.configs
+        counts = table.page_counts
+        ratios = np.full((len(configs), len(counts)), np.nan)
+        labels = [["" for _ in counts] for _ in configs]
+        for row, config in enumerate(configs):
+            for column, count in enumerate(counts):
+                cell = table.cell(count, config)
+                if cell is not None and cell.difference is not None:
+                    ratios[row, column] = cell.difference.ratio
+                    labels[row][column] = change_text(cell, show_spread=False, as_ratio=True)
+        finite = ratios[np.isfinite(ratios) & (ratios > 0)]
+        extent = max(2.0, float(np.max(np.abs(np.log2(finite)))) if finite.size else 1.0)
+        with matplotlib.rc_context(_RC):  # type: ignore[arg-type]
+            figure = Figure(
+                figsize=(1.0 + 0.75 * len(counts), 1.4 + 0.45 * len(configs)),
+                layout="constrained",
+            )
+            axis = figure.subplots()
+            cmap = matplotlib.colormaps["RdBu"].copy()
+            cmap.set_bad("#dddddd")
+            norm = colors.LogNorm(vmin=2**-extent, vmax=2**extent)
+            image = None
+            for row, config in enumerate(configs):
+                # one image per config row: each series is its own SVG element
+                image = axis.imshow(
+                    np.ma.masked_invalid(ratios[row : row + 1]), cmap=cmap, norm=norm,
+                    aspect="auto", extent=(-0.5, len(counts) - 0.5, row + 0.5, row - 0.5),
+                    gid=_slug("series", "speedup", config),
+                )
+                for column in range(len(counts)):
+                    axis.text(column, row, labels[row][column] or "-", ha="center",
+                              va="center", fontsize=7)
+            axis.set_xlim(-0.5, len(counts) - 0.5)
+            axis.set_ylim(len(configs) - 0.5, -0.5)
+            axis.set_xticks(range(len(counts)), [str(count) for count in counts])
+            axis.set_yticks(range(len(configs)), configs)
+            axis.set_xlabel("pages moved")
+            axis.set_title(table.title, fontsize=8)
+            if image is not None:
+                figure.colorbar(image, ax=axis, label=f"ratio over {baseline} (* significant)")
+        identity = table.identity
+        stem = _slug(
+            "speedup", str(identity["host"]), str(identity["page_kind"]), str(identity["load"]),
+            str(identity["workqueue"] or "none"),
+            str(identity["kernel_variant"]) if " - variant " in table.title else None,
+        )
+        png, svg = _save(figure, out_dir, stem)
+        files.append(PlotFile("speedup", table.title, png, svg, len(configs)))
+    return files
