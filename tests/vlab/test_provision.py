@@ -1,0 +1,53 @@
+"""Provisioning on the virtual lab: each guest's lab facts match its configured NUMA shape."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from .conftest import AnsibleRun, playbook, read_host_file
+
+FACTS_PATH = "/var/lib/miglab/lab-facts.json"
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def provisioned(vlab_up: AnsibleRun) -> AnsibleRun:
+    run = playbook("playbooks/provision.yml")
+    assert run.returncode == 0, run.output[-5000:]
+    return run
+
+
+def test_lab_facts_match_each_topology(
+    provisioned: AnsibleRun, guests: list[dict[str, Any]]
+) -> None:
+    for guest in guests:
+        facts = json.loads(read_host_file(guest["name"], FACTS_PATH))
+        assert facts["schema"] == "miglab.labfacts/1"
+        assert facts["arch"] == "x86_64"
+        assert facts["base_page_size"] == 4096
+        assert facts["pmd_thp_size"] == 2 * MIB
+        nodes = facts["numa_nodes"]
+        assert len(nodes) == len(guest["numa"]), guest["name"]
+        first_cpu = 0
+        for node, wanted in zip(nodes, guest["numa"], strict=True):
+            assert node["cpus"] == list(range(first_cpu, first_cpu + wanted["cpus"])), (
+                guest["name"],
+                node,
+            )
+            first_cpu += wanted["cpus"]
+            # The kernel keeps some of each node for itself: MemTotal is a little below the size.
+            configured = wanted["memory_mib"] * MIB
+            assert 0.85 * configured <= node["memory_bytes"] <= configured, (guest["name"], node)
+        assert facts["cpu_count"] == first_cpu
+
+
+def test_provision_again_changes_nothing(
+    provisioned: AnsibleRun, guests: list[dict[str, Any]]
+) -> None:
+    again = playbook("playbooks/provision.yml")
+    assert again.returncode == 0, again.output[-3000:]
+    for guest in guests:
+        assert again.recap(guest["name"])["changed"] == 0, again.output[-3000:]
