@@ -119,8 +119,8 @@ def _jsonschema_pass(files: Sequence[Path]) -> list[BadRecord]:
     for path in files:
         with path.open("rb") as stream:
             for number, raw in enumerate(stream, start=1):
-                text = raw.decode("utf-8", errors="replace").strip()
-                if text:
+                text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                if text.strip():
                     problems = describe_line(text)
                     if problems:
                         bad.append(BadRecord(path, number, tuple(problems)))

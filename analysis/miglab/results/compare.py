@@ -437,12 +437,17 @@ def comparison_tables(
             (int(str(cell.identity["page_count"])), str(cell.identity["copy_config"] or "")): cell
             for cell in cells
         }
+        # a workqueue that only one side has (a variant against vanilla) still names the table
+        workqueue = next(
+            (str(c.identity["workqueue"]) for c in cells if c.identity["workqueue"] is not None),
+            None,
+        )
         tables.append(
             ComparisonTable(
                 title=table_title(
                     _optional_str(identity["page_kind"]) if "page_kind" not in differing else None,
                     page_sizes.get(host or "", 4096),
-                    _optional_str(identity["workqueue"]),
+                    workqueue,
                     _optional_str(identity["load"]) if "load" not in differing else None,
                     host if "host" not in differing else None,
                     comparison.statistic,
@@ -464,6 +469,12 @@ def comparison_tables(
     return tables
 
 
+def _signed_percent(value: float) -> str:
+    """One decimal with a sign; rounding noise around zero reads +0.0, not -0.0."""
+    rounded = round(value, 1)
+    return f"{rounded + 0.0:+.1f}" if rounded != 0 else "+0.0"
+
+
 def change_text(cell: CellComparison | None, show_spread: bool, as_ratio: bool) -> str:
     if cell is None or cell.difference is None:
         return MISSING_MARK
@@ -473,11 +484,11 @@ def change_text(cell: CellComparison | None, show_spread: bool, as_ratio: bool) 
         if show_spread and not math.isnan(difference.ci_low):
             text += f" [{difference.ci_low:.2f}, {difference.ci_high:.2f}]"
     else:
-        text = f"{difference.change_percent:+.1f}%"
+        text = f"{_signed_percent(difference.change_percent)}%"
         if show_spread and not math.isnan(difference.ci_low):
-            text += (
-                f" [{(difference.ci_low - 1) * 100:+.1f}, {(difference.ci_high - 1) * 100:+.1f}]"
-            )
+            low = _signed_percent((difference.ci_low - 1) * 100)
+            high = _signed_percent((difference.ci_high - 1) * 100)
+            text += f" [{low}, {high}]"
     if cell.significant:
         text += SIGNIFICANT_MARK
     if cell.unstable:

@@ -283,7 +283,7 @@ class _LineIndex:
         return self._map[int(self.starts[number - 1]) : int(self.ends[number - 1])]
 
     def text(self, number: int) -> str:
-        return self.raw(number).decode("utf-8", errors="replace").strip()
+        return self.raw(number).decode("utf-8", errors="replace").rstrip("\r\n")
 
     def close(self) -> None:
         self._map.close()
@@ -400,11 +400,11 @@ def _read_line_by_line(path: Path, source: pa.Array) -> _FileResult:
     with path.open("rb") as stream:
         for number, raw in enumerate(stream, start=1):
             try:
-                text = raw.decode("utf-8").strip()
+                text = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as error:
                 bad.append(BadRecord(path, number, (f"not valid UTF-8 ({error.reason})",)))
                 continue
-            if not text:
+            if not text.strip():
                 continue
             try:
                 record = parse_json_line(text)

@@ -250,7 +250,8 @@ def parse_json_line(text: str) -> Any:
 @functools.cache
 def _validator() -> jsonschema.protocols.Validator:
     format_checker = jsonschema.FormatChecker(formats=())
-    format_checker.checks("date-time")(is_date_time)
+    # format keywords apply only to strings; other types are the "type" keyword's business
+    format_checker.checks("date-time")(lambda value: not isinstance(value, str) or is_date_time(value))
     validator_class = jsonschema.validators.validator_for(sample_schema())
     validator: jsonschema.protocols.Validator = validator_class(
         sample_schema(), format_checker=format_checker
