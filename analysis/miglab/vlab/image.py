@@ -55,6 +55,8 @@ DEFAULT_PACKAGES = (
     "libnuma-dev",
     "numactl",
     "stress-ng",
+    # what lab_host installs too, so provisioning a fresh guest has nothing slow to do
+    "linux-perf",
 )
 
 
