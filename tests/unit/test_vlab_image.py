@@ -22,7 +22,7 @@ def test_key_is_stable_and_ignores_package_order() -> None:
     [
         ImageRecipe(suite="trixie"),
         ImageRecipe(mirror="http://mirror.example/debian"),
-        ImageRecipe(packages=(*image.DEFAULT_PACKAGES, "linux-perf")),
+        ImageRecipe(packages=(*image.DEFAULT_PACKAGES, "htop")),
         ImageRecipe(root_size_mib=8192),
     ],
 )

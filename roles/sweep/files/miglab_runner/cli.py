@@ -76,6 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         loopback=args.test_loopback,
         retry_failed=not args.no_retry_failed,
         require_root=not args.no_root_check,
+        token=args.token,
     )
     return runner.run()
 
@@ -84,9 +85,24 @@ def _rundir(args: argparse.Namespace) -> RunDir:
     return RunDir.at(args.run_dir)
 
 
-def status_of(rundir: RunDir) -> dict:
+def job_finished(results_file: str | None) -> bool | None:
+    """Whether an Ansible async job has finished, from its results file (None: unknown)."""
+    if not results_file:
+        return None
+    try:
+        with open(results_file, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return False  # being written
+    return "started" not in data or bool(data.get("finished"))
+
+
+def status_of(rundir: RunDir, results_file: str | None = None) -> dict:
     progress = read_json(rundir.progress)
     alive = rundir.runner_alive()
+    finished = job_finished(results_file)
     if progress is None:
         return {
             "state": "waiting" if alive else "absent",
@@ -95,8 +111,12 @@ def status_of(rundir: RunDir) -> dict:
             "failed": 0,
             "runner_alive": alive,
             "run_dir": rundir.path,
+            "token": None,
+            "job_finished": finished,
         }
     out = dict(progress)
+    out.setdefault("token", None)
+    out["job_finished"] = finished
     out["runner_alive"] = alive
     if not alive and out.get("state") in ("starting", "preflight", "running"):
         out["state"] = "dead"
@@ -106,12 +126,15 @@ def status_of(rundir: RunDir) -> dict:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    print(json.dumps(status_of(_rundir(args)), sort_keys=True))
+    print(json.dumps(status_of(_rundir(args), args.job_file), sort_keys=True))
     return 0
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
     rundir = _rundir(args)
+    if not os.path.isdir(rundir.path):
+        print(json.dumps({"was_running": False, "dirty": False, "run_dir": rundir.path}))
+        return 0
     result = {"was_running": rundir.runner_alive(), "run_dir": rundir.path}
     if result["was_running"]:
         pid = rundir.lock_holder()
@@ -138,6 +161,9 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     rundir = _rundir(args)
+    if not os.path.isdir(rundir.path):
+        print(json.dumps({"restore": {"needed": False}, "dirty": False}))
+        return 0
     if rundir.runner_alive():
         print(
             f"miglab_runner: a runner (pid {rundir.lock_holder()}) is running in "
@@ -199,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip cells that failed before instead of redoing them",
     )
+    s.add_argument("--token", help="identifies this invocation in progress.json (Ansible)")
     host_opts(s)
     s.set_defaults(func=cmd_run)
 
@@ -209,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         s = sub.add_parser(name, help=text)
         s.add_argument("--run-dir", required=True)
-        if name != "status":
+        if name == "status":
+            s.add_argument("--job-file", help="results file of the Ansible async job")
+        else:
             s.add_argument("--sys-root", default="/")
         if name == "stop":
             s.add_argument("--timeout", type=float, default=120)

@@ -87,6 +87,7 @@ class Runner:
         retry_failed: bool = True,
         log_stream: TextIO | None = sys.stderr,
         require_root: bool = True,
+        token: str | None = None,
     ) -> None:
         self.plan = plan
         self.d = plan["definition"]
@@ -100,6 +101,7 @@ class Runner:
         self.loopback = loopback
         self.retry_failed = retry_failed
         self.require_root = require_root
+        self.token = token
         self.log_stream = log_stream
         self.rundir = RunDir(results_root, plan["run_id"])
         self.t_start = time.monotonic()
@@ -222,6 +224,8 @@ class Runner:
             "invocation": invocation,
             "current_cell": None,
             "message": "",
+            "token": self.token,
+            "plan_hash": self.plan["plan_hash"],
         }
         existing = read_json(plan_path)
         if existing and existing.get("plan_hash") != self.plan["plan_hash"]:
