@@ -8,6 +8,7 @@ that a test or a reader can count and find the series in the SVG file.
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import matplotlib
 import numpy as np
-from matplotlib import colors
+from matplotlib import colors, ticker
 from matplotlib.figure import Figure
 
 from miglab.results.compare import ComparisonTable, change_text
@@ -29,7 +30,12 @@ from miglab.results.tables import (
 
 matplotlib.use("Agg")
 
-_RC: dict[str, Any] = {"svg.fonttype": "none", "svg.hashsalt": "miglab", "font.size": 9}
+_RC: dict[str, Any] = {
+    "svg.fonttype": "none",
+    "svg.hashsalt": "miglab",
+    "font.size": 9,
+    "image.composite_image": False,  # one SVG image per heat-map row, named by its gid
+}
 _METADATA_SVG = {"Date": None}
 _METADATA_PNG = {"Software": "miglab"}
 
@@ -45,7 +51,7 @@ class PlotFile:
 
 def _slug(*parts: str | None) -> str:
     text = "-".join(part for part in parts if part)
-    return re.sub(r"[^A-Za-z0-9_.]+", "_", text).strip("_")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
 
 
 def _save(figure: Figure, out_dir: Path, stem: str) -> tuple[Path, Path]:
@@ -77,7 +83,7 @@ def plot_throughput(
     for (host, page_kind, workqueue, variant), group in _figure_groups(tables).items():
         group = sorted(group, key=lambda table: load_order(table.key.load))
         with matplotlib.rc_context(_RC):  # type: ignore[arg-type]
-            figure = Figure(figsize=(4.2 * len(group) + 0.8, 3.8), layout="constrained")
+            figure = Figure(figsize=(4.2 * len(group) + 0.8, 4.0), layout="constrained")
             axes = figure.subplots(1, len(group), squeeze=False, sharey=True)[0]
             series = 0
             for axis, table in zip(axes, group, strict=True):
@@ -87,7 +93,11 @@ def plot_throughput(
             if variant:
                 title += f" - variant {variant}"
             statistic = group[0].statistic
-            figure.suptitle(f"{title}: {statistic} GB/s, {confidence:.0%} CI bands")
+            width = 4.2 * len(group) + 0.8
+            figure.suptitle(
+                textwrap.fill(f"{title}: {statistic} GB/s, {confidence:.0%} CI bands", int(width * 9)),
+                fontsize=10,
+            )
             axes[0].set_ylabel(f"{statistic} GB/s")
             handles, labels = axes[0].get_legend_handles_labels()
             for axis in axes[1:]:
@@ -138,6 +148,9 @@ def _throughput_panel(axis: object, table: SummaryTable, confidence: float) -> i
         plotted += 1
         del line
     axis.set_xscale("log", base=2)
+    # label the page counts measured, as plain numbers
+    axis.set_xticks(table.page_counts, [str(count) for count in table.page_counts])
+    axis.xaxis.set_minor_locator(ticker.NullLocator())
     axis.set_xlabel("pages moved")
     axis.set_title(load_phrase(table.key.load).strip() or table.key.load, fontsize=9)
     axis.grid(True, which="major", alpha=0.3)
@@ -165,12 +178,11 @@ def plot_speedup_heatmaps(
         extent = max(2.0, float(np.max(np.abs(np.log2(finite)))) if finite.size else 1.0)
         with matplotlib.rc_context(_RC):  # type: ignore[arg-type]
             figure = Figure(
-                figsize=(1.0 + 0.75 * len(counts), 1.4 + 0.45 * len(configs)),
+                figsize=(max(4.8, 1.6 + 0.75 * len(counts)), 1.6 + 0.45 * len(configs)),
                 layout="constrained",
             )
             axis = figure.subplots()
-            cmap = matplotlib.colormaps["RdBu"].copy()
-            cmap.set_bad("#dddddd")
+            cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="#dddddd")
             norm = colors.LogNorm(vmin=2**-extent, vmax=2**extent)
             image = None
             for row, config in enumerate(configs):
@@ -181,14 +193,16 @@ def plot_speedup_heatmaps(
                     gid=_slug("series", "speedup", config),
                 )
                 for column in range(len(counts)):
+                    value = ratios[row, column]
+                    dark = np.isfinite(value) and value > 0 and abs(np.log2(value)) > 0.6 * extent
                     axis.text(column, row, labels[row][column] or "-", ha="center",
-                              va="center", fontsize=7)
+                              va="center", fontsize=7, color="white" if dark else "black")
             axis.set_xlim(-0.5, len(counts) - 0.5)
             axis.set_ylim(len(configs) - 0.5, -0.5)
             axis.set_xticks(range(len(counts)), [str(count) for count in counts])
             axis.set_yticks(range(len(configs)), configs)
             axis.set_xlabel("pages moved")
-            axis.set_title(table.title, fontsize=8)
+            axis.set_title(textwrap.fill(table.title, 48), fontsize=8)
             if image is not None:
                 figure.colorbar(image, ax=axis, label=f"ratio over {baseline} (* significant)")
         identity = table.identity

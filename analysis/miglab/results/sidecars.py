@@ -50,7 +50,7 @@ class PlannedCell:
     def describe(self) -> str:
         return (
             f"{self.cell_id} ({self.kernel_variant}, {self.load}, {self.copy_config}, "
-            f"{self.page_kind}, {self.page_count} pages)"
+            f"{self.page_kind}, {self.page_count} page{'' if self.page_count == 1 else 's'})"
         )
 
 
