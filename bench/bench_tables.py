@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -103,6 +104,8 @@ def measure(root: Path) -> dict[str, float]:
     from miglab.results.tables import build_tables
 
     rule = StabilityRule()
+    load_before = os.getloadavg()[0]
+    cpu_started = time.process_time()
     started = time.perf_counter()
     samples = load_samples([root])
     loaded = time.perf_counter()
@@ -110,6 +113,7 @@ def measure(root: Path) -> dict[str, float]:
     built = time.perf_counter()
     sizes = [len(render_summary_tables(tables, fmt, rule)) for fmt in FORMATS]
     rendered = time.perf_counter()
+    cpu = time.process_time() - cpu_started  # all threads of this process
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "samples": float(len(samples.frame)),
@@ -119,7 +123,10 @@ def measure(root: Path) -> dict[str, float]:
         "tables_s": built - loaded,
         "render_s": rendered - built,
         "total_s": rendered - started,
+        "cpu_s": cpu,
         "peak_rss_mib": peak_kib / 1024,
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg()[0],
     }
 
 
@@ -146,7 +153,13 @@ def main() -> int:
             f"{int(figures['samples'])} samples, {int(figures['tables'])} tables: "
             f"load+validate {figures['load_s']:.2f} s, tables {figures['tables_s']:.2f} s, "
             f"render (4 formats) {figures['render_s']:.2f} s, "
-            f"total {figures['total_s']:.2f} s wall; peak RSS {figures['peak_rss_mib']:.0f} MiB"
+            f"total {figures['total_s']:.2f} s wall ({figures['cpu_s']:.2f} s CPU in all threads); "
+            f"peak RSS {figures['peak_rss_mib']:.0f} MiB"
+        )
+        print(
+            f"machine load average {figures['loadavg_before']:.2f} before, "
+            f"{figures['loadavg_after']:.2f} after ({os.cpu_count()} CPUs): other work on the "
+            "machine stretches wall time"
         )
         within = figures["total_s"] <= 5.0 and figures["peak_rss_mib"] <= 1024
         print("budget (<= 5 s, <= 1024 MiB):", "met" if within else "NOT met")

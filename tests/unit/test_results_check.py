@@ -29,7 +29,7 @@ def test_clean_results_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     code, lines = run_check(capsys, str(tmp_path))
     assert code == 0
     assert lines == [
-        "ok: 2 file(s), 185 valid record(s): 0 bad, 0 duplicate(s), 0 plan(s): "
+        "ok: 2 file(s), 185 valid record(s): 0 bad, 0 duplicate(s), 0 inconsistent, 0 plan(s): "
         "0 missing and 0 short cell(s)"
     ]
 
@@ -52,7 +52,7 @@ def test_truncated_lines_wrong_types_and_unknown_versions(
         f"{path}:3: field 'failed_pages': None is not of type 'integer'; "
         "field 'rep': '2' is not of type 'integer'",
         f"{path}:4: unknown schema version 'miglab.sample/3' (this miglab reads 'miglab.sample/1')",
-        "problems: 1 file(s), 1 valid record(s): 3 bad, 0 duplicate(s), 0 plan(s): "
+        "problems: 1 file(s), 1 valid record(s): 3 bad, 0 duplicate(s), 0 inconsistent, 0 plan(s): "
         "0 missing and 0 short cell(s)",
     ]
     thorough = check_results([path], thorough=True)
@@ -91,7 +91,7 @@ def test_cells_missing_against_the_plan(tmp_path: Path, capsys: pytest.CaptureFi
         f"{plan_path}: missing cell mt-unbound:idle:mt_16:2M:1 (mt-unbound, idle, mt_16, 2M, 1 page): "
         "0 of 4 usable samples",
         f"note: {plan_path}: samples for a cell not in the plan: idle, mt_8, 2M, 1, mt-unbound",
-        "problems: 1 file(s), 15 valid record(s): 0 bad, 0 duplicate(s), 1 plan(s): "
+        "problems: 1 file(s), 15 valid record(s): 0 bad, 0 duplicate(s), 0 inconsistent, 1 plan(s): "
         "2 missing and 1 short cell(s)",
     ]
 
@@ -126,3 +126,16 @@ def test_unreadable_plan_is_a_problem(tmp_path: Path, capsys: pytest.CaptureFixt
     code, output = run_check(capsys, str(tmp_path))
     assert code == 1
     assert output[0] == f"{plan}: repetitions: missing or not an integer >= 1"
+
+
+def test_numbers_that_contradict_each_other(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records = fx.samples_at(fx.GRACE, fx.UNBOUND, "idle", "mt_2", "2M", 4, [5.0, 5.0, 5.0])
+    records[1]["bytes"] = 4 * 65536  # base pages' bytes for a 2M move: not what was verified
+    records[1]["gbps"] = records[1]["bytes"] / records[1]["elapsed_ns"]
+    records[2]["gbps"] = 150.0
+    path = fx.write_jsonl(tmp_path / "samples.jsonl", records)
+    code, output = run_check(capsys, str(path))
+    assert code == 1
+    assert output[0] == f"{path}:2: bytes 262144 is not page_count x folio_size (4 x 2097152)"
+    assert output[1].startswith(f"{path}:3: gbps 150.0 is not bytes / elapsed_ns (5")
+    assert "1 file(s), 3 valid record(s): 0 bad, 0 duplicate(s), 2 inconsistent" in output[-1]

@@ -236,6 +236,23 @@ def test_show_spread_prints_the_confidence_interval(results: Path) -> None:
     assert "Spread: mean ± half-width of its 95% confidence interval." in text
 
 
+def test_show_noise_prints_n_cv_and_range(results: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(
+        capsys, "table", str(results), "--load", "busy", "--variant", "mt-unbound", "--show-noise",
+    )
+    assert code == 0
+    assert "| 1 | 1.38 (n=4, CV 3%, 1.34-1.42) |" in out
+    assert "0.02! (n=10, CV 35%, 0.002-2.00)" in out
+    assert "- Noise: (n = usable samples, CV of per-sample GB/s, min-max GB/s)." in out
+    code, out, _ = run_cli(
+        capsys, "table", str(results), "--host", "epyc1", "--format", "csv", "--show-noise"
+    )
+    lines = out.splitlines()
+    assert lines[1] == "pages,vanilla,vanilla_n,vanilla_cv,vanilla_min,vanilla_max,unstable,few_samples"
+    n, cv, low, high = lines[2].split(",")[2:6]
+    assert n == "4" and 0.02 < float(cv) < 0.03 and float(low) < 3.0 < float(high)
+
+
 def test_csv_show_spread_adds_interval_columns(results: Path) -> None:
     samples = load_samples([results])
     rule = StabilityRule()

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from miglab.results.load import BadRecord, SampleSet, find_sample_files, load_samples
@@ -43,6 +44,7 @@ class CheckReport:
     records: int = 0
     bad: list[BadRecord] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    inconsistent: list[str] = field(default_factory=list)
     shortfalls: list[PlanShortfall] = field(default_factory=list)
     unplanned: list[str] = field(default_factory=list)
     sidecar_problems: list[str] = field(default_factory=list)
@@ -50,18 +52,23 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.bad or self.duplicates or self.shortfalls or self.sidecar_problems)
+        return not (
+            self.bad or self.duplicates or self.inconsistent or self.shortfalls
+            or self.sidecar_problems
+        )
 
     def lines(self) -> list[str]:
         lines = [str(record) for record in self.bad]
         lines += self.duplicates
+        lines += self.inconsistent
         lines += self.sidecar_problems
         lines += [str(shortfall) for shortfall in self.shortfalls]
         lines += [f"note: {text}" for text in self.unplanned]
         missing = sum(1 for s in self.shortfalls if s.usable == 0)
         summary = (
             f"{self.files} file(s), {self.records} valid record(s): {len(self.bad)} bad, "
-            f"{len(self.duplicates)} duplicate(s), {self.plans} plan(s): {missing} missing "
+            f"{len(self.duplicates)} duplicate(s), {len(self.inconsistent)} inconsistent, "
+            f"{self.plans} plan(s): {missing} missing "
             f"and {len(self.shortfalls) - missing} short cell(s)"
         )
         lines.append(("ok: " if self.ok else "problems: ") + summary)
@@ -80,6 +87,33 @@ def find_duplicates(frame: pd.DataFrame) -> list[str]:
         for place in places[1:]:
             messages.append(f"{place}: duplicate sample (same cell and rep as {first})")
     return sorted(messages)
+
+
+def find_inconsistencies(frame: pd.DataFrame) -> list[str]:
+    """Records whose numbers contradict each other, as the schema defines them:
+    bytes = page_count x folio_size and gbps = bytes / elapsed_ns."""
+    if frame.empty:
+        return []
+    moved = frame["bytes"].to_numpy()
+    expected_bytes = frame["page_count"].to_numpy() * frame["folio_size"].to_numpy()
+    gbps = frame["gbps"].to_numpy(dtype=float)
+    expected_gbps = moved / frame["elapsed_ns"].to_numpy(dtype=float)
+    bytes_off = moved != expected_bytes
+    gbps_off = np.abs(gbps - expected_gbps) > 1e-6 * np.maximum(np.abs(expected_gbps), 1e-9)
+    messages = []
+    for index in np.flatnonzero(bytes_off | gbps_off):
+        row = frame.iloc[index]
+        where = f"{row['source']}:{row['line']}"
+        if bytes_off[index]:
+            messages.append(
+                f"{where}: bytes {row['bytes']} is not page_count x folio_size "
+                f"({row['page_count']} x {row['folio_size']})"
+            )
+        if gbps_off[index]:
+            messages.append(
+                f"{where}: gbps {row['gbps']} is not bytes / elapsed_ns ({expected_gbps[index]:.6g})"
+            )
+    return messages
 
 
 def check_plan(frame: pd.DataFrame, samples_file: Path, plan: Plan) -> tuple[list[PlanShortfall], list[str]]:
@@ -138,6 +172,7 @@ def check_results(paths: Iterable[str | Path], thorough: bool = False) -> CheckR
         ]
         report.bad.sort(key=lambda record: (str(record.path), record.line))
     report.duplicates = find_duplicates(samples.frame)
+    report.inconsistent = find_inconsistencies(samples.frame)
     for sidecars in sidecars_for(files):
         report.sidecar_problems.extend(sidecars.problems)
         samples_file = next(f for f in files if f.parent.resolve() == sidecars.directory.resolve())

@@ -137,7 +137,8 @@ def run_table(args: argparse.Namespace) -> int:
     tables = build_tables(frame, statistic, rule, args.confidence)
     _write(
         render_summary_tables(
-            tables, cast(Format, args.format), rule, args.show_spread, _messages(samples), statistic
+            tables, cast(Format, args.format), rule, args.show_spread, _messages(samples),
+            statistic, args.show_noise,
         ),
         args.output,
     )
@@ -249,7 +250,8 @@ def run_report(args: argparse.Namespace) -> int:
     if samples.frame.empty:
         raise ConfigError("filters", "no samples match")
     files = write_report(
-        samples, args.output, cast(Statistic, args.stat), rule, args.confidence, args.show_spread
+        samples, args.output, cast(Statistic, args.stat), rule, args.confidence, args.show_spread,
+        args.show_noise,
     )
     print(f"{files.html}\n{files.markdown}")
     return 0
@@ -280,6 +282,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_statistics(table)
     table.add_argument("--format", choices=FORMATS, default="markdown")
     table.add_argument("--show-spread", action="store_true", help="print each cell with its CI")
+    table.add_argument(
+        "--show-noise", action="store_true",
+        help="print each cell's n, CV and min-max (JSON always has them)",
+    )
     table.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     table.set_defaults(func=run_table)
 
@@ -326,6 +332,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_filters(report)
     _add_statistics(report)
     report.add_argument("--show-spread", action="store_true", help="cells with their CI")
+    report.add_argument("--show-noise", action="store_true", help="cells with n, CV, min-max")
     report.add_argument("-o", "--output", type=Path, required=True, help="output directory")
     report.set_defaults(func=run_report)
 

@@ -14,7 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from miglab.results.stats import STATISTIC_DESCRIPTIONS, StabilityRule
+from miglab.results.stats import (
+    STATISTIC_DESCRIPTIONS,
+    StabilityRule,
+    format_gbps,
+    format_percent,
+)
 from miglab.results.tables import (
     FEW_MARK,
     MISSING_MARK,
@@ -105,27 +110,45 @@ def _spread(cell: Cell, statistic: str) -> str:
     return f" ± {(cell.ci_high - cell.ci_low) / 2:.2f}"
 
 
-def summary_cell_text(cell: Cell | None, statistic: str, show_spread: bool) -> str:
+def _noise(cell: Cell) -> str:
+    cv = "-" if math.isnan(cell.cv) else format_percent(cell.cv)
+    return (
+        f" (n={cell.n}, CV {cv}, {format_gbps(cell.minimum)}-{format_gbps(cell.maximum)})"
+    )
+
+
+def summary_cell_text(
+    cell: Cell | None, statistic: str, show_spread: bool, show_noise: bool = False
+) -> str:
     if cell is None or cell.missing:
         return MISSING_MARK
     text = two_decimals(cell.value)
     if show_spread:
         text += _spread(cell, statistic)
-    return text + _marks(cell)
+    text += _marks(cell)
+    if show_noise:
+        text += _noise(cell)
+    return text
 
 
 def summary_text_table(
-    table: SummaryTable, rule: StabilityRule, show_spread: bool, fmt: Format
+    table: SummaryTable,
+    rule: StabilityRule,
+    show_spread: bool,
+    fmt: Format,
+    show_noise: bool = False,
 ) -> TextTable:
     if fmt == "csv":
-        return _summary_csv_table(table, rule, show_spread)
+        return _summary_csv_table(table, rule, show_spread, show_noise)
     notes = table.notes(rule)
     if show_spread:
         notes.insert(1, _spread_note(table.statistic))
+    if show_noise:
+        notes.insert(1, "Noise: (n = usable samples, CV of per-sample GB/s, min-max GB/s).")
     rows = [
         [str(count)]
         + [
-            summary_cell_text(table.cell(count, config), table.statistic, show_spread)
+            summary_cell_text(table.cell(count, config), table.statistic, show_spread, show_noise)
             for config in table.configs
         ]
         for count in table.page_counts
@@ -141,13 +164,17 @@ def _spread_note(statistic: str) -> str:
     return f"Spread: no confidence interval for the {statistic}."
 
 
-def _summary_csv_table(table: SummaryTable, rule: StabilityRule, show_spread: bool) -> TextTable:
+def _summary_csv_table(
+    table: SummaryTable, rule: StabilityRule, show_spread: bool, show_noise: bool = False
+) -> TextTable:
     """CSV keeps cells numeric: missing cells are empty, marks go to an `unstable` column."""
     header = ["pages"]
     for config in table.configs:
         header.append(config)
         if show_spread:
             header.extend([f"{config}_ci_low", f"{config}_ci_high"])
+        if show_noise:
+            header.extend([f"{config}_n", f"{config}_cv", f"{config}_min", f"{config}_max"])
     header.extend(["unstable", "few_samples"])
     rows = []
     for count in table.page_counts:
@@ -160,6 +187,12 @@ def _summary_csv_table(table: SummaryTable, rule: StabilityRule, show_spread: bo
                 for bound in ("ci_low", "ci_high"):
                     value = math.nan if cell is None else getattr(cell, bound)
                     row.append("" if math.isnan(value) else two_decimals(value))
+            if show_noise:
+                if cell is None:
+                    row.extend(["0", "", "", ""])
+                else:
+                    cv = "" if math.isnan(cell.cv) else f"{cell.cv:.4f}"
+                    row.extend([str(cell.n), cv, f"{cell.minimum:.4g}", f"{cell.maximum:.4g}"])
             if cell is not None and cell.unstable:
                 unstable.append(config)
             if cell is not None and cell.few:
@@ -226,6 +259,7 @@ def render_summary_tables(
     show_spread: bool = False,
     preamble: Sequence[str] = (),
     statistic: str = "mean",
+    show_noise: bool = False,
 ) -> str:
     if fmt == "json":
         document = {
@@ -240,5 +274,7 @@ def render_summary_tables(
             "tables": [summary_table_to_dict(table, rule) for table in tables],
         }
         return json.dumps(document, indent=2) + "\n"
-    text_tables = [summary_text_table(table, rule, show_spread, fmt) for table in tables]
+    text_tables = [
+        summary_text_table(table, rule, show_spread, fmt, show_noise) for table in tables
+    ]
     return render_text_tables(text_tables, fmt, preamble)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from miglab import __version__
-from miglab.results.check import check_plan, find_duplicates
+from miglab.results.check import check_plan, find_duplicates, find_inconsistencies
 from miglab.results.compare import (
     Comparison,
     comparison_tables,
@@ -114,6 +114,7 @@ def _warnings(
         for count, config, cell in table.few_sample_cells():
             warnings.append(f"Too few samples: {table.title}: {config} at {pages(count)}: n={cell.n}")
     warnings += [f"Duplicate: {text}" for text in duplicates]
+    warnings += [f"Inconsistent: {text}" for text in find_inconsistencies(frame)]
     for sidecar in sidecars:
         warnings += [f"Unreadable sidecar: {problem}" for problem in sidecar.problems]
         samples_file = next(
@@ -263,6 +264,7 @@ def write_report(
     rule: StabilityRule | None = None,
     confidence: float = 0.95,
     show_spread: bool = False,
+    show_noise: bool = False,
 ) -> ReportFiles:
     rule = rule or StabilityRule()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -286,7 +288,9 @@ def write_report(
         plots += plot_speedup_heatmaps(speedup_tables, plot_dir)
 
     warnings = _warnings(samples, tables, duplicates, sidecars, frame)
-    summary_tables = [summary_text_table(table, rule, show_spread, "markdown") for table in tables]
+    summary_tables = [
+        summary_text_table(table, rule, show_spread, "markdown", show_noise) for table in tables
+    ]
     provenance = _provenance(frame, samples, sidecars)
     generated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     intro = [
