@@ -497,7 +497,8 @@ def change_text(cell: CellComparison | None, show_spread: bool, as_ratio: bool) 
 
 
 def comparison_notes(comparison: Comparison, table: ComparisonTable, as_ratio: bool) -> list[str]:
-    what = "B / A" if as_ratio else "change of B relative to A"
+    baseline = comparison.label_a.split("=", 1)[-1]
+    what = f"each config over {baseline}" if as_ratio else "change of B relative to A"
     notes = [
         f"Cells: {what} in {STATISTIC_SHORT[comparison.statistic].split(' = ')[0]} GB/s. "
         f"{SIGNIFICANT_MARK} significant at alpha {comparison.alpha:g} "
@@ -540,6 +541,8 @@ def best_speedups(comparison: Comparison, table: ComparisonTable) -> list[str]:
             else "no CI"
         )
         verdict = "significant" if cell.significant else "not significant"
+        if cell.unstable:
+            verdict += ", unstable"
         lines.append(
             f"Best {config}: {ratio:.2f}x at {pages(count)} ({interval}, {verdict}; "
             f"{format_percent(ratio - 1)} change)"
