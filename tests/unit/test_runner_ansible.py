@@ -1,0 +1,139 @@
+"""The sweep, migbench and collect roles through ansible-playbook, on this machine.
+
+The "lab host" is this machine over the local connection, with every path under tmp_path,
+knobs and tuning on a fake tree, and migbench in --loopback-test mode (this machine has one
+NUMA node, so nothing migrates). What runs is real: argument specs, the controller planner,
+the async runner with progress polling, resume (second run changed=0), the manifest and the
+checksum-verified fetch. The same playbooks against the QEMU guests are virtual-lab tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import miglab_runner_testlib  # noqa: F401 (puts the runner on sys.path: import it first)
+import pytest
+import yaml
+from miglab_runner_testlib import REPO, fake_host_tree, read_jsonl, validator
+
+PLAYBOOK = str(REPO / ".venv" / "bin" / "ansible-playbook")
+PYTHON3 = "/usr/bin/python3"
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(PLAYBOOK), reason="no .venv/bin/ansible-playbook"
+)
+
+
+def inventory(tmp_path: Path, **over) -> Path:
+    host = tmp_path / "host"
+    lab_vars = {
+        "sweep_run_id": "ansible-unit",
+        "sweep_runner_dir": str(host / "sweep"),
+        "sweep_results_root": str(host / "results"),
+        "sweep_migbench": str(host / "migbench" / "bin" / "migbench"),
+        "sweep_migbench_build": str(host / "migbench" / "build.json"),
+        "migbench_dir": str(host / "migbench"),
+        "migbench_install_packages": False,
+        "sweep_install_packages": False,
+        "sweep_sys_root": str(fake_host_tree(tmp_path / "root", nodes=1)),
+        "sweep_test_loopback": True,
+        "sweep_loads": ["idle"],
+        "sweep_folio_kinds": ["base"],
+        "sweep_page_counts": {"base": [16, 32]},
+        "sweep_repetitions": 3,
+        "sweep_warmup": 1,
+        "sweep_idle": {"max_busy_percent": 100, "sample_seconds": 0.2, "wait_seconds": 0},
+        "sweep_poll_interval": 1,
+        "collect_dest": str(tmp_path / "home"),
+    }
+    lab_vars.update(over)
+    inv = {
+        "all": {
+            "children": {
+                "lab": {
+                    "hosts": {
+                        "local1": {
+                            "ansible_connection": "local",
+                            "ansible_python_interpreter": PYTHON3,
+                        }
+                    },
+                    "vars": lab_vars,
+                }
+            }
+        }
+    }
+    path = tmp_path / "hosts.yml"
+    path.write_text(yaml.safe_dump(inv))
+    return path
+
+
+def playbook(inv: Path, name: str, *extra: str) -> subprocess.CompletedProcess:
+    env = dict(
+        os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", PYTHONDONTWRITEBYTECODE="1"
+    )
+    return subprocess.run(
+        [PLAYBOOK, "-i", str(inv), str(REPO / "playbooks" / name), *extra],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=900,
+        check=False,
+    )
+
+
+def recap(out: str) -> dict:
+    line = [x for x in out.splitlines() if x.startswith("local1 ")][-1]
+    return {k: int(v) for k, v in (f.split("=") for f in line.split(":", 1)[1].split())}
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ('{"sweep_page_counts": {"base": [0]}}', "sweep_page_counts.base[0]: page count must be a"),
+        ('{"sweep_name": "x;reboot"}', "sweep_name: value 'x;reboot' contains shell metachar"),
+        ('{"sweep_folio_kinds": ["base", "2M"]}', "sweep_page_counts.2M: missing"),
+        ('{"sweep_order": "random"}', "sweep_order"),
+    ],
+)
+def test_invalid_definition_stops_before_any_host_is_touched(tmp_path, extra, message):
+    inv = inventory(tmp_path)
+    r = playbook(inv, "sweep.yml", "-e", extra)
+    assert r.returncode != 0
+    assert message in r.stdout + r.stderr
+    assert not (tmp_path / "host").exists()  # nothing was built, shipped or started
+
+
+def test_sweep_resume_and_collect(tmp_path):
+    inv = inventory(tmp_path)
+    r = playbook(inv, "sweep.yml")
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "local1: 2/2 cells done" in r.stdout
+    assert "local1: finished, 2/2 cells complete" in r.stdout
+    run_dir = tmp_path / "host" / "results" / "ansible-unit"
+    recs = read_jsonl(run_dir / "samples.jsonl")
+    assert len(recs) == 2 * 3
+    # the fake tree's tuning was applied during the sweep and restored
+    assert (tmp_path / "root/proc/sys/kernel/numa_balancing").read_text().strip() == "1"
+
+    r = playbook(inv, "sweep.yml")  # complete: nothing to do, nothing changed
+    assert r.returncode == 0
+    assert recap(r.stdout)["changed"] == 0
+    assert "are complete" in r.stdout
+
+    r = playbook(inv, "collect.yml")
+    assert r.returncode == 0, r.stdout[-3000:]
+    home = tmp_path / "home" / "ansible-unit" / "local1"
+    assert (home / "SHA256SUMS").exists()
+    assert (home / "variants/vanilla/host.json").exists()
+    assert (home / "variants/vanilla/migbench.json").exists()
+    v = validator()
+    for rec in read_jsonl(home / "samples.jsonl"):
+        v.validate(rec)
+    build = json.loads((tmp_path / "host/migbench/build.json").read_text())
+    assert build["source_sha256"] == recs[0]["migbench_sha256"]
+    r = playbook(inv, "collect.yml")
+    assert r.returncode == 0 and recap(r.stdout)["changed"] == 0
