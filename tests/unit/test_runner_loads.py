@@ -234,4 +234,9 @@ def test_busy_sweep_records_load_metrics_and_stops_stress_ng(tmp_path):
     cells = [json.loads(x) for x in (run_dir / "cells.jsonl").read_text().splitlines()]
     busy = [c for c in cells if c["load"] == "busy"][0]
     assert busy["load_metrics"]["load_cpu_ns"] >= 0
+    recs = [json.loads(x) for x in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert all(r["load_cpu_share"] is not None for r in recs if r["load"] == "busy")
+    assert all(r["load_cpu_share"] is None for r in recs if r["load"] == "idle")
+    meta = json.loads((run_dir / "run-meta.json").read_text())
+    assert meta["variants"]["vanilla"]["stress_ng"]["busy"]["argv"][0] == STRESS_NG
     assert not [p for p in procs.find_by_comm("stress-ng") if p["pid"] == loads["busy"]["pid"]]

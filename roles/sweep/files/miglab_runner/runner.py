@@ -429,6 +429,7 @@ class Runner:
         write_json_atomic(os.path.join(vdir, "knobs.json"), knobs_report)
         write_json_atomic(os.path.join(vdir, "tuning.json"), tuning_report)
         write_json_atomic(os.path.join(vdir, "loads.json"), loads_report)
+        self._write_run_meta(knobs_report, tuning_report, loads_report, vdir)
         survivors = procs.kill_and_verify(
             [(p["pid"], p["starttime"]) for p in self.state.get("pids", [])]
         )
@@ -438,6 +439,41 @@ class Runner:
         self.state["cleaned_at"] = utc_now()
         self.save_state()
         return out
+
+    def _write_run_meta(
+        self, knobs_report: dict, tuning_report: dict, loads_report: dict, vdir: str
+    ) -> None:
+        """run-meta.json beside samples.jsonl: what the analysis report shows per variant."""
+        path = os.path.join(self.rundir.path, "run-meta.json")
+        meta = read_json(path, {}) or {}
+        host = read_json(os.path.join(vdir, "host.json"), {}) or {}
+        migbench = read_json(os.path.join(vdir, "migbench.json"), {}) or {}
+        meta.setdefault("run_id", self.plan["run_id"])
+        meta.setdefault("host", self.host)
+        meta.setdefault("variants", {})[self.variant] = {
+            "kernel_release": host.get("kernel_release"),
+            "kernel_cmdline": host.get("kernel_cmdline"),
+            "kernel_config_sha256": (host.get("kernel_config") or {}).get("sha256"),
+            "workqueue": self.vdef["workqueue"],
+            "kernel_build_hash": self.d["kernel_build_hash"],
+            "knob_profile": knobs_report.get("profile"),
+            "knob_params": knobs_report.get("params"),
+            "knobs_before": knobs_report.get("before"),
+            "tuning_applied": tuning_report.get("applied"),
+            "stress_ng": {
+                name: {k: ev.get(k) for k in ("argv", "version", "busy_percent_at_start")}
+                for name, ev in loads_report.items()
+                if isinstance(ev, dict) and ev.get("kind") == "stress"
+            },
+            "migbench": {
+                "source_sha256": (migbench.get("version") or {}).get("source_sha256"),
+                "binary_sha256": migbench.get("binary_sha256"),
+                "compiler": (migbench.get("build") or {}).get("compiler"),
+            },
+            "plan_hash": self.plan["plan_hash"],
+            "seed": self.plan["seed"],
+        }
+        write_json_atomic(path, meta)
 
     def _record_invocation(self, started_at: str, state: str, code: int) -> None:
         append_jsonl(
@@ -624,6 +660,12 @@ class Runner:
             build_record(s, context, cell, "ok" if status == "done" else "failed", pattern_ok)
             for s in res["samples"]
         ]
+        # the load's cost of this cell (the application's CPU share), on every record
+        share = (entry.get("load_metrics") or {}).get("load_cpu_share")
+        baseline = (getattr(self.load, "evidence", {}).get("baseline") or {}).get("load_cpu_share")
+        for rec in records:
+            rec["load_cpu_share"] = share
+            rec["load_cpu_share_baseline"] = baseline
         for rec in records:
             bad = problems(rec)
             if bad and error is None:
