@@ -55,6 +55,14 @@ class IdleLoad:
         self.evidence: dict = {"load": name, "kind": "idle"}
 
     def start(self) -> dict:
+        t0 = time.monotonic_ns()
+        try:
+            return self._start()
+        finally:
+            # sampling windows and waiting for quiet: configured time, not runner overhead
+            self.evidence["configured_wait_ns"] = time.monotonic_ns() - t0
+
+    def _start(self) -> dict:
         stray = procs.find_by_comm("stress-ng")
         if stray:
             raise LoadError(
@@ -179,7 +187,9 @@ class StressLoad:
         self.evidence["pid"] = self.proc.pid
         # verified running: all workers present and the CPUs busy
         deadline = time.monotonic() + max(float(self.cfg["settle_seconds"]), 0.5) + 20
+        waited = time.monotonic_ns()
         time.sleep(float(self.cfg["settle_seconds"]))
+        waited = time.monotonic_ns() - waited
         while True:
             if self.proc.poll() is not None:
                 raise LoadError(
@@ -194,7 +204,9 @@ class StressLoad:
                     f"load {self.name}: stress-ng runs {workers} of {self.expected_workers} workers"
                 )
             time.sleep(0.2)
+        t0 = time.monotonic_ns()
         busy = 100.0 * procs.busy_fraction(1.0)
+        waited += time.monotonic_ns() - t0
         self.evidence.update({"workers_running": workers, "busy_percent_at_start": round(busy, 2)})
         if busy < float(self.cfg["min_busy_percent"]):
             raise LoadError(
@@ -204,8 +216,12 @@ class StressLoad:
         baseline = float(self.cfg["baseline_seconds"])
         if baseline > 0:
             self.begin_cell()
+            t0 = time.monotonic_ns()
             time.sleep(baseline)
+            waited += time.monotonic_ns() - t0
             self.evidence["baseline"] = self.end_cell()
+        # settle, the busy check and the baseline: configured time, not runner overhead
+        self.evidence["configured_wait_ns"] = waited
         self.log(
             f"load {self.name}: stress-ng pid {self.proc.pid} running {workers} workers, "
             f"{busy:.0f}% busy"

@@ -118,6 +118,7 @@ class Runner:
             "compact_ns": 0,
             "load_start_ns": 0,
             "load_stop_ns": 0,
+            "load_wait_ns": 0,
             "cells_run": 0,
         }
 
@@ -145,7 +146,8 @@ class Runner:
             self.progress["eta_seconds"] = round(per_cell * remaining)
         else:
             self.progress["eta_seconds"] = None
-        write_json_atomic(self.rundir.progress, self.progress)
+        # progress is for display only (resume reads the journal): no fsync
+        write_json_atomic(self.rundir.progress, self.progress, durable=False)
 
     def save_state(self) -> None:
         write_json_atomic(self.rundir.state, self.state)
@@ -338,6 +340,7 @@ class Runner:
                 t0 = time.monotonic_ns()
                 evidence = self.load.start()
                 self.totals["load_start_ns"] += time.monotonic_ns() - t0
+                self.totals["load_wait_ns"] += evidence.get("configured_wait_ns", 0)
                 loads_report[load_name] = evidence
                 for cell in group:
                     self._check_deadline()
