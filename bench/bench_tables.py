@@ -52,6 +52,8 @@ def _cells(host: tuple[str, str, int, str]) -> list[dict[str, object]]:
                             "threads": int(config[3:]) if config.startswith("mt_") else None,
                             "page_kind": kind, "folio_size": folio, "page_count": count,
                             "bytes": folio * count,
+                            # as the sweep runner writes it
+                            "cell_id": f"{variant}:{load}:{config}:{kind}:{count}",
                         })
     return cells
 

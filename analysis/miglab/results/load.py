@@ -14,6 +14,7 @@ import mmap
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -177,14 +178,24 @@ def _timestamps(values: pa.Array) -> pa.Array:
 @dataclass
 class _CheckedBatch:
     bad_rows: np.ndarray  # bool per row
-    columns: dict[str, pa.Array]  # converted, all rows
+    columns: dict[str, pa.ChunkedArray]  # converted, all rows
     non_null: dict[str, int]
 
 
-def _check_and_convert(batch: pa.RecordBatch) -> _CheckedBatch:
-    """Vectorised form of record_is_valid, plus the column conversion of the kept rows."""
-    bad: pa.Array | None = None
-    columns: dict[str, pa.Array] = {}
+def _dictionary_encoded(column: pa.ChunkedArray) -> tuple[pa.Array, pa.ChunkedArray]:
+    """The distinct values and, per row, the index of its value (a chunked array's
+    encoding shares one dictionary across its chunks)."""
+    encoded = column.dictionary_encode()
+    if encoded.num_chunks == 0:
+        return pa.array([], pa.string()), encoded
+    return encoded.chunk(encoded.num_chunks - 1).dictionary, encoded
+
+
+def _check_and_convert(batch: pa.Table) -> _CheckedBatch:
+    """Vectorised form of record_is_valid, plus the column conversion of the kept rows.
+    Works on a table of Arrow's small batches as they are (concatenating them would copy)."""
+    bad: pa.ChunkedArray | None = None
+    columns: dict[str, pa.ChunkedArray] = {}
     non_null: dict[str, int] = {}
     for spec in field_specs():
         column = batch.column(spec.name)
@@ -193,10 +204,11 @@ def _check_and_convert(batch: pa.RecordBatch) -> _CheckedBatch:
         if spec.required and not spec.nullable:
             bad = _or(bad, pc.is_null(column))
         if spec.kind == "string" and not spec.date_time:
-            encoded = column.dictionary_encode()
-            value_bad = _string_value_problems(spec, encoded.dictionary)
-            if value_bad is not None:
-                bad = _or(bad, pc.take(value_bad, encoded.indices))
+            dictionary, encoded = _dictionary_encoded(column)
+            value_bad = _string_value_problems(spec, dictionary)
+            if value_bad is not None and encoded.num_chunks:
+                indices = pa.chunked_array([chunk.indices for chunk in encoded.chunks])
+                bad = _or(bad, pc.take(value_bad, indices))
             columns[spec.name] = encoded
         elif spec.kind == "string":
             value_bad = _string_value_problems(spec, column)
@@ -212,17 +224,20 @@ def _check_and_convert(batch: pa.RecordBatch) -> _CheckedBatch:
     if bad is None:
         mask = np.zeros(batch.num_rows, dtype=bool)
     else:
-        mask = np.asarray(bad.to_numpy(zero_copy_only=False), dtype=bool)
+        mask = np.asarray(bad.to_numpy(), dtype=bool)
     return _CheckedBatch(mask, columns, non_null)
 
 
 def _kept_batch(
     checked: _CheckedBatch, source: pa.Array, first_line: int, lines: np.ndarray | None = None
-) -> pa.RecordBatch:
+) -> pa.Table:
+    any_bad = bool(checked.bad_rows.any())
     keep = pa.array(~checked.bad_rows)
-    arrays: list[pa.Array] = []
+    arrays: list[pa.ChunkedArray | pa.Array] = []
     for spec in field_specs():
-        column = pc.filter(checked.columns[spec.name], keep)
+        column = checked.columns[spec.name]
+        if any_bad:
+            column = pc.filter(column, keep)
         if spec.date_time:
             column = _timestamps(column)
         arrays.append(column)
@@ -232,62 +247,82 @@ def _kept_batch(
         lines = all_lines[~checked.bad_rows]
     arrays.append(pa.DictionaryArray.from_arrays(pa.array(np.zeros(kept, np.int32)), source))
     arrays.append(pa.array(lines, type=pa.int64()))
-    return pa.RecordBatch.from_arrays(arrays, schema=sample_table_schema())
+    return pa.Table.from_arrays(arrays, schema=sample_table_schema())
 
 
 @dataclass
 class _Scan:
-    newlines: np.ndarray  # byte offset of every newline
+    lines: int  # non-empty last line included
     key_counts: dict[str, int]  # occurrences of '"name"' in the whole file
 
 
 def _scan_file(path: Path, key_names: Sequence[str]) -> _Scan:
-    """Newline offsets and key-token counts, read in chunks (runs in a thread beside
-    Arrow's parser; numpy and file reads release the GIL)."""
+    """Line count and key-token counts, read in chunks (runs in a thread beside Arrow's
+    parser, which does not need the GIL)."""
     tokens = {name: f'"{name}"'.encode() for name in key_names}
     counts = dict.fromkeys(key_names, 0)
     overlap = max((len(token) for token in tokens.values()), default=1) - 1
+    newlines = 0
+    tail = b""
+    last = b"\n"
+    with path.open("rb") as stream:
+        while chunk := stream.read(_SCAN_CHUNK):
+            newlines += chunk.count(b"\n")
+            last = chunk[-1:]
+            window = tail + chunk if tokens else chunk
+            for name, token in tokens.items():
+                # occurrences wholly inside the carried-over tail were counted last time
+                counts[name] += window.count(token) - tail.count(token)
+            tail = window[-overlap:] if overlap and tokens else b""
+    return _Scan(newlines + (0 if last == b"\n" else 1), counts)
+
+
+def _newline_offsets(path: Path) -> np.ndarray:
+    """Byte offsets of every newline (only when some line must be looked at)."""
     offsets: list[np.ndarray] = []
     position = 0
-    tail = b""
     with path.open("rb") as stream:
         while chunk := stream.read(_SCAN_CHUNK):
             offsets.append(np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10) + position)
             position += len(chunk)
-            window = tail + chunk
-            for name, token in tokens.items():
-                # occurrences wholly inside the carried-over tail were counted last time
-                counts[name] += window.count(token) - tail.count(token)
-            tail = window[-overlap:] if overlap else b""
-    newlines = np.concatenate(offsets) if offsets else np.zeros(0, dtype=np.int64)
-    return _Scan(newlines, counts)
+    return np.concatenate(offsets) if offsets else np.zeros(0, dtype=np.int64)
 
 
 class _LineIndex:
-    """Random access to the lines of a file by number (1-based)."""
+    """Random access to the lines of a file by number (1-based); the file is indexed on
+    the first access, which most files never need."""
 
-    def __init__(self, path: Path, newlines: np.ndarray) -> None:
-        size = path.stat().st_size
-        self._stream = path.open("rb")
-        self._map = mmap.mmap(self._stream.fileno(), 0, access=mmap.ACCESS_READ)
-        ends = newlines
-        if size and (len(newlines) == 0 or newlines[-1] != size - 1):
-            ends = np.append(newlines, size)  # last line without a newline
-        self.ends = ends
-        self.starts = np.concatenate(([0], ends[:-1] + 1)) if len(ends) else ends
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._stream: BinaryIO | None = None
+        self._map: mmap.mmap | None = None
+        self.starts = self.ends = np.zeros(0, dtype=np.int64)
 
-    def __len__(self) -> int:
-        return len(self.ends)
+    def _open(self) -> mmap.mmap:
+        if self._map is None:
+            size = self._path.stat().st_size
+            newlines = _newline_offsets(self._path)
+            ends = newlines
+            if size and (len(newlines) == 0 or newlines[-1] != size - 1):
+                ends = np.append(newlines, size)  # last line without a newline
+            self.ends = ends
+            self.starts = np.concatenate(([0], ends[:-1] + 1)) if len(ends) else ends
+            self._stream = self._path.open("rb")
+            self._map = mmap.mmap(self._stream.fileno(), 0, access=mmap.ACCESS_READ)
+        return self._map
 
     def raw(self, number: int) -> bytes:
-        return self._map[int(self.starts[number - 1]) : int(self.ends[number - 1])]
+        data = self._open()
+        return data[int(self.starts[number - 1]) : int(self.ends[number - 1])]
 
     def text(self, number: int) -> str:
         return self.raw(number).decode("utf-8", errors="replace").rstrip("\r\n")
 
     def close(self) -> None:
-        self._map.close()
-        self._stream.close()
+        if self._map is not None:
+            self._map.close()
+        if self._stream is not None:
+            self._stream.close()
 
 
 def _key_present(raw: bytes, name: str) -> bool:
@@ -320,26 +355,30 @@ class _FileResult:
     line_by_line: bool
 
 
-def _regrouped(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def _regrouped(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.Table]:
     """Arrow's reader yields one small batch per block (small blocks keep its read-ahead
-    memory low); the checks cost a fixed overhead per batch, so run them on larger ones."""
+    memory low); the checks cost a fixed overhead per call, so run them on groups."""
     pending: list[pa.RecordBatch] = []
     rows = 0
     for batch in batches:
         pending.append(batch)
         rows += batch.num_rows
         if rows >= _CHECK_ROWS:
-            yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+            yield pa.Table.from_batches(pending)
             pending, rows = [], 0
     if pending:
-        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+        yield pa.Table.from_batches(pending)
 
 
 def _read_fast(path: Path, source: pa.Array) -> _FileResult:
     key_fields = [spec for spec in field_specs() if spec.needs_key_count]
+    # Required nullable keys (workqueue, threads) are null in every vanilla record: count
+    # them while Arrow parses. Optional keys that may not be null (cell_id) are rarely null
+    # at all: deal with them after the parse, only if they are.
+    counted = [spec.name for spec in key_fields if spec.required]
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        scan = pool.submit(_scan_file, path, [spec.name for spec in key_fields])
-        batches: list[pa.RecordBatch] = []
+        scan = pool.submit(_scan_file, path, counted)
+        batches: list[pa.Table] = []
         bad_rows: list[np.ndarray] = []
         null_rows: dict[str, list[np.ndarray]] = {spec.name: [] for spec in key_fields}
         rows = 0
@@ -354,8 +393,10 @@ def _read_fast(path: Path, source: pa.Array) -> _FileResult:
             for batch in _regrouped(reader):
                 checked = _check_and_convert(batch)
                 for spec in key_fields:
-                    nulls = batch.column(spec.name).is_null().to_numpy(zero_copy_only=False)
-                    null_rows[spec.name].append(np.flatnonzero(nulls) + rows + 1)
+                    column = batch.column(spec.name)
+                    if column.null_count:
+                        nulls = column.is_null().to_numpy()
+                        null_rows[spec.name].append(np.flatnonzero(nulls) + rows + 1)
                 batches.append(_kept_batch(checked, source, rows + 1))
                 if checked.bad_rows.any():
                     bad_rows.append(np.flatnonzero(checked.bad_rows) + rows + 1)
@@ -363,11 +404,11 @@ def _read_fast(path: Path, source: pa.Array) -> _FileResult:
         except pa.ArrowInvalid as error:
             raise _NeedsLineByLine(str(error)) from error
         scanned = scan.result()
-    lines = _LineIndex(path, scanned.newlines)
+    # Row n is line n only when no line is blank or holds two objects.
+    if rows != scanned.lines:
+        raise _NeedsLineByLine(f"{rows} records on {scanned.lines} lines")
+    lines = _LineIndex(path)
     try:
-        # Row n is line n only when no line is blank or holds two objects.
-        if rows != len(lines):
-            raise _NeedsLineByLine(f"{rows} records on {len(lines)} lines")
         wanted = {int(number) for chunk in bad_rows for number in chunk}
         # Arrow reads a missing key as null. When the key occurs once per record that
         # should have it, there is nothing to look at; otherwise look at the raw lines of
@@ -375,8 +416,13 @@ def _read_fast(path: Path, source: pa.Array) -> _FileResult:
         missing_keys: set[int] = set()
         for spec in key_fields:
             nulls = sum(len(chunk) for chunk in null_rows[spec.name])
+            if nulls == 0:
+                continue
             expected = rows if spec.required else rows - nulls
-            if scanned.key_counts[spec.name] == expected:
+            count = scanned.key_counts.get(spec.name)
+            if count is None and nulls > rows // 16:
+                count = _scan_file(path, [spec.name]).key_counts[spec.name]
+            if count == expected:
                 continue
             for number in (int(n) for chunk in null_rows[spec.name] for n in chunk):
                 if _key_present(lines.raw(number), spec.name) != spec.required:
@@ -384,7 +430,7 @@ def _read_fast(path: Path, source: pa.Array) -> _FileResult:
         bad = [BadRecord(path, n, _problems_for(lines.text(n))) for n in sorted(wanted | missing_keys)]
     finally:
         lines.close()
-    table = pa.Table.from_batches(batches, schema=sample_table_schema())
+    table = pa.concat_tables(batches) if batches else sample_table_schema().empty_table()
     late = missing_keys - wanted
     if late:  # found after conversion: drop those rows now
         keep = pc.invert(pc.is_in(table["line"], value_set=pa.array(sorted(late), pa.int64())))
@@ -420,7 +466,7 @@ def _read_line_by_line(path: Path, source: pa.Array) -> _FileResult:
             for spec in specs:
                 values[spec.name].append(normalised_value(spec, record.get(spec.name)))
             lines.append(number)
-    raw_batch = pa.RecordBatch.from_arrays(
+    raw_batch = pa.Table.from_arrays(
         [pa.array(values[spec.name], type=_ARROW_TYPES[spec.kind]) for spec in specs],
         schema=arrow_read_schema(),
     )
@@ -436,7 +482,7 @@ def _read_line_by_line(path: Path, source: pa.Array) -> _FileResult:
     except _NeedsLineByLine as error:  # cannot happen after record_is_valid; keep it loud
         raise MiglabError(f"{path}: cannot convert timestamps: {error}") from error
     bad.sort(key=lambda record: record.line)
-    return _FileResult(pa.Table.from_batches([batch]), bad, line_by_line=True)
+    return _FileResult(batch, bad, line_by_line=True)
 
 
 def _read_file(path: Path) -> _FileResult:

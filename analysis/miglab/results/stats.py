@@ -90,6 +90,44 @@ def _t_quantile(confidence: float, dof: np.ndarray) -> np.ndarray:
     return np.asarray(quantile, dtype=float)
 
 
+def group_codes(frame: pd.DataFrame, keys: Sequence[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """Group number of every row, and one row of key values per group (in group order).
+
+    The same grouping as frame.groupby(keys, observed=True, dropna=False), computed from
+    the categorical codes with one integer sort: a million rows in a fraction of the time.
+    Missing values form their own group."""
+    combined = np.zeros(len(frame), dtype=np.int64)
+    decoders = []
+    for key in keys:
+        column = frame[key]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            values = column.cat.codes.to_numpy().astype(np.int64) + 1  # missing: -1 -> 0
+            labels = np.array([None, *column.cat.categories], dtype=object)
+        else:
+            missing = column.isna().to_numpy()
+            uniques, inverse = np.unique(column.to_numpy()[~missing], return_inverse=True)
+            values = np.zeros(len(frame), dtype=np.int64)
+            values[~missing] = inverse + 1
+            labels = np.array([None, *uniques.tolist()], dtype=object)
+        radix = len(labels)
+        combined = combined * radix + values
+        decoders.append((key, labels, radix))
+    unique_keys, codes = np.unique(combined, return_inverse=True)
+    columns: dict[str, object] = {}
+    remainder = unique_keys
+    for key, labels, radix in reversed(decoders):
+        columns[key] = labels[remainder % radix]
+        remainder = remainder // radix
+    groups = pd.DataFrame({key: columns[key] for key in keys})
+    for key in keys:  # keep the frame's dtypes (categoricals stay categoricals)
+        dtype = frame[key].dtype
+        if isinstance(dtype, pd.CategoricalDtype):
+            groups[key] = pd.Categorical(groups[key], categories=dtype.categories)
+        elif not groups[key].isna().any():
+            groups[key] = groups[key].astype(dtype)
+    return np.asarray(codes, dtype=np.int64).reshape(-1), groups
+
+
 def cell_statistics(
     frame: pd.DataFrame,
     rule: StabilityRule | None = None,
@@ -105,10 +143,9 @@ def cell_statistics(
     rule = rule or StabilityRule()
     key_list = list(keys)
     source = frame if key_frame is None else key_frame
-    grouped = source.groupby(key_list, observed=True, dropna=False, sort=True)
-    result = grouped.size().rename("samples").reset_index()
+    codes, result = group_codes(source, key_list)
     groups = len(result)
-    codes = grouped.ngroup().to_numpy()
+    result["samples"] = np.bincount(codes, minlength=groups).astype(np.int64)
     usable = usable_samples(frame)
     backing_bad = ~frame["backing_ok"].to_numpy(dtype=bool)
     failed = (frame["failed_pages"] > 0).to_numpy()
