@@ -138,3 +138,17 @@ def test_markdown_plots_exist(report: Path) -> None:
     assert len(links) == 16  # PNG and SVG of each plot
     for link in links:
         assert (report / link).is_file()
+
+
+@pytest.mark.parametrize(("statistic", "speedups"), [("median", True), ("min", False)])
+def test_other_statistics(tmp_path: Path, statistic: str, speedups: bool) -> None:
+    results = fx.write_results(tmp_path / "results", {fx.EPYC: fx.standard_records()[fx.EPYC]} | {
+        fx.GRACE: [r for r in fx.standard_records()[fx.GRACE] if r["load"] == "idle"]
+    })
+    out = tmp_path / "out"
+    assert main(["report", str(results), "-o", str(out), "--stat", statistic]) == 0
+    markdown = (out / "report.md").read_text()
+    assert f"(GB/s, {statistic}) - host grace1" in markdown
+    # medians are compared by bootstrap; min and max have no test, so no speedup section
+    assert ("## Speedup over vanilla" in markdown) is speedups
+    assert ("bootstrap" in markdown) is speedups
