@@ -176,7 +176,12 @@ def local_sweep(workdir: Path, reps: int) -> Path:
             "page_counts": {"base": [256, 1024, 4096], "2M": [8, 32, 128]},
             "repetitions": reps,
             "warmup": 2,
-            "idle": {"max_busy_percent": 100, "sample_seconds": 0.5, "wait_seconds": 0},
+            "idle": {
+                "max_busy_percent": 100,
+                "sample_seconds": 0.5,
+                "wait_seconds": 0,
+                "refuse_stress_ng": False,
+            },
         }
     )
     (workdir / "plan.json").write_text(json.dumps(plan))

@@ -45,7 +45,12 @@ def inventory(tmp_path: Path, **over) -> Path:
         "sweep_page_counts": {"base": [16, 32]},
         "sweep_repetitions": 3,
         "sweep_warmup": 1,
-        "sweep_idle": {"max_busy_percent": 100, "sample_seconds": 0.2, "wait_seconds": 0},
+        "sweep_idle": {
+            "max_busy_percent": 100,
+            "sample_seconds": 0.2,
+            "wait_seconds": 0,
+            "refuse_stress_ng": False,
+        },
         "sweep_poll_interval": 1,
         "collect_dest": str(tmp_path / "home"),
     }

@@ -63,7 +63,7 @@ class IdleLoad:
             self.evidence["configured_wait_ns"] = time.monotonic_ns() - t0
 
     def _start(self) -> dict:
-        stray = procs.find_by_comm("stress-ng")
+        stray = procs.find_by_comm("stress-ng") if self.cfg.get("refuse_stress_ng", True) else []
         if stray:
             raise LoadError(
                 f"load {self.name}: the host is not idle: stress-ng is running "

@@ -61,7 +61,12 @@ DEFAULTS: dict[str, Any] = {
         "thp_defrag": "madvise",
         "compact_before_cell": False,
     },
-    "idle": {"max_busy_percent": 10, "sample_seconds": 2, "wait_seconds": 120},
+    "idle": {
+        "max_busy_percent": 10,
+        "sample_seconds": 2,
+        "wait_seconds": 120,
+        "refuse_stress_ng": True,
+    },
     "stress": {"settle_seconds": 2, "baseline_seconds": 5, "min_busy_percent": 80},
 }
 
@@ -375,6 +380,8 @@ def validate_definition(definition: Any) -> dict:
     _number(idle["max_busy_percent"], "idle.max_busy_percent")
     _number(idle["sample_seconds"], "idle.sample_seconds", 0.1)
     _number(idle["wait_seconds"], "idle.wait_seconds")
+    if not isinstance(idle["refuse_stress_ng"], bool):
+        raise PlanError(_key("idle.refuse_stress_ng"), "must be true or false")
     d["idle"] = idle
     stress_cfg = _merge(DEFAULTS["stress"], _dict(d["stress"], "stress"), "stress")
     _number(stress_cfg["settle_seconds"], "stress.settle_seconds")
