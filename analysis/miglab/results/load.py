@@ -511,10 +511,6 @@ def to_frame(tables: list[pa.Table]) -> pd.DataFrame:
     return frame
 
 
-def empty_frame() -> pd.DataFrame:
-    return to_frame([])
-
-
 def load_samples(paths: Iterable[str | Path], skip_bad: bool = False) -> SampleSet:
     """Every valid record under `paths`; bad records raise CorruptInputError unless
     skip_bad, in which case they are left out and listed in SampleSet.bad_records."""
@@ -534,11 +530,6 @@ def load_samples(paths: Iterable[str | Path], skip_bad: bool = False) -> SampleS
     if bad and not skip_bad:
         raise CorruptInputError(bad)
     return SampleSet(to_frame(tables), bad, sources)
-
-
-def usable_mask(frame: pd.DataFrame) -> pd.Series:
-    """Samples that count: the folios had the requested size and every page moved."""
-    return frame["backing_ok"].astype(bool) & (frame["failed_pages"] == 0)
 
 
 @dataclass(frozen=True)
