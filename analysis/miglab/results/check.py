@@ -49,6 +49,8 @@ class CheckReport:
     unplanned: list[str] = field(default_factory=list)
     sidecar_problems: list[str] = field(default_factory=list)
     plans: int = 0
+    excluded_backing: int = 0
+    excluded_failed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -64,6 +66,12 @@ class CheckReport:
         lines += self.sidecar_problems
         lines += [str(shortfall) for shortfall in self.shortfalls]
         lines += [f"note: {text}" for text in self.unplanned]
+        if self.excluded_backing or self.excluded_failed:
+            lines.append(
+                f"note: {self.excluded_backing + self.excluded_failed} valid sample(s) the tables "
+                f"exclude: {self.excluded_backing} with backing_ok false, "
+                f"{self.excluded_failed} with failed pages"
+            )
         missing = sum(1 for s in self.shortfalls if s.usable == 0)
         summary = (
             f"{self.files} file(s), {self.records} valid record(s): {len(self.bad)} bad, "
@@ -171,6 +179,10 @@ def check_results(paths: Iterable[str | Path], thorough: bool = False) -> CheckR
             record for record in _jsonschema_pass(files) if (record.path, record.line) not in known
         ]
         report.bad.sort(key=lambda record: (str(record.path), record.line))
+    frame = samples.frame
+    backing_ok = frame["backing_ok"].to_numpy(dtype=bool)
+    report.excluded_backing = int((~backing_ok).sum())
+    report.excluded_failed = int(((frame["failed_pages"] > 0).to_numpy() & backing_ok).sum())
     report.duplicates = find_duplicates(samples.frame)
     report.inconsistent = find_inconsistencies(samples.frame)
     for sidecars in sidecars_for(files):
