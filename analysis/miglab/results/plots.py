@@ -17,6 +17,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 from matplotlib import colors, ticker
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from miglab.results.compare import ComparisonTable, change_text
@@ -87,7 +88,7 @@ def plot_throughput(
             axes = figure.subplots(1, len(group), squeeze=False, sharey=True)[0]
             series = 0
             for axis, table in zip(axes, group, strict=True):
-                series += _throughput_panel(axis, table, confidence)
+                series += _throughput_panel(axis, table)
             kind = page_kind_label(page_kind, group[0].base_page_size)
             title = f"{kind}{workqueue_phrase(workqueue)} - host {host}"
             if variant:
@@ -112,10 +113,7 @@ def plot_throughput(
     return files
 
 
-def _throughput_panel(axis: object, table: SummaryTable, confidence: float) -> int:
-    from matplotlib.axes import Axes
-
-    assert isinstance(axis, Axes)
+def _throughput_panel(axis: Axes, table: SummaryTable) -> int:
     palette = matplotlib.colormaps["tab10"]
     plotted = 0
     for index, config in enumerate(table.configs):
@@ -132,7 +130,7 @@ def _throughput_panel(axis: object, table: SummaryTable, confidence: float) -> i
         high = np.array([cell.ci_high for _, cell in points])
         color = palette(index % 10)
         gid = _slug("series", table.key.load, config)
-        (line,) = axis.plot(x, y, marker="o", markersize=3, color=color, label=config, gid=gid)
+        axis.plot(x, y, marker="o", markersize=3, color=color, label=config, gid=gid)
         band = ~(np.isnan(low) | np.isnan(high))
         if band.any():
             axis.fill_between(
@@ -146,7 +144,6 @@ def _throughput_panel(axis: object, table: SummaryTable, confidence: float) -> i
                 color=color, gid=_slug("unstable", table.key.load, config),
             )
         plotted += 1
-        del line
     axis.set_xscale("log", base=2)
     # label the page counts measured, as plain numbers
     axis.set_xticks(table.page_counts, [str(count) for count in table.page_counts])
