@@ -1,0 +1,404 @@
+#!/usr/bin/python
+"""Validate and normalise the inventory's kernel variants on the controller."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: kernel_variants
+short_description: Validate and normalise kernel variants (runs on the controller)
+description:
+  - Checks every entry of kernel_variants (merged over kernel_variant_defaults) before any
+    host is touched, and names the offending key, e.g. kernel_variants[2].patches[0].
+  - Resolves relative patch, mbox, fragment and base-config paths against base_dir, checks
+    that those files exist, reads the fragments, and returns the normalised variants.
+  - Changes nothing.
+options:
+  variants: {description: The kernel_variants list., type: list, elements: raw, required: true}
+  defaults: {description: kernel_variant_defaults, merged under every variant., type: dict, default: {}}
+  base_dir: {description: Directory relative paths are resolved against (the inventory's)., type: path, required: true}
+  select: {description: Only these variant names (empty = all)., type: list, elements: str, default: []}
+  knob_profiles: {description: Allowed knob profiles (empty = any)., type: list, elements: str, default: []}
+  workqueues: {description: Allowed workqueue labels., type: list, elements: str, default: [none, unbound, highpri]}
+  groups: {description: The inventory's group names (group_options keys must be among them)., type: list,
+           elements: str, default: []}
+"""
+
+import copy
+import hashlib
+import os
+import re
+from typing import Any
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+OPTION = re.compile(r"^(CONFIG_)?[A-Za-z0-9_]+(=.*)?$")
+UNSET = re.compile(r"^# CONFIG_[A-Za-z0-9_]+ is not set$")
+MESSAGE_ID = re.compile(r"^<?[^<>\s@]+@[^<>\s@]+>?$")
+MAKE_TARGET = re.compile(r"^[A-Za-z0-9_.+-]+$")
+VARIANT_KEYS = {
+    "name",
+    "description",
+    "source",
+    "patches",
+    "config",
+    "group_options",
+    "groups",
+    "knob_profile",
+    "workqueue",
+    "boot_timeout",
+}
+CONFIG_KEYS = {"base", "targets", "fragments", "options"}
+PATCH_KINDS = ("file", "mbox", "message_id")
+SOURCE_KINDS = ("debian_package", "tarball", "git")
+
+
+class Problems:
+    """Collects errors, each prefixed with the key it is about."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def add(self, key: str, message: str) -> None:
+        self.errors.append(f"{key}: {message}")
+
+
+def merge(defaults: dict[str, Any], variant: dict[str, Any]) -> dict[str, Any]:
+    """A variant over the defaults; `config` and `group_options` are merged one level deep."""
+    merged = copy.deepcopy(defaults)
+    for key, value in variant.items():
+        if (
+            key in ("config", "group_options")
+            and isinstance(value, dict)
+            and isinstance(merged.get(key), dict)
+        ):
+            merged[key] = {**merged[key], **copy.deepcopy(value)}
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def resolve(base_dir: str, path: str) -> str:
+    return os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
+
+
+def option_list(value: Any, key: str, problems: Problems) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        problems.add(key, "must be a list of options such as CONFIG_NUMA=y")
+        return []
+    options = []
+    for index, item in enumerate(value):
+        text = str(item).strip()
+        if not (OPTION.match(text) or UNSET.match(text)):
+            problems.add(f"{key}[{index}]", f"{text!r} is not a kernel option (CONFIG_NAME=value)")
+            continue
+        options.append(text)
+    return options
+
+
+def check_source(source: Any, key: str, problems: Problems) -> dict[str, Any]:
+    if not isinstance(source, dict):
+        problems.add(key, f"must be a mapping with exactly one of {', '.join(SOURCE_KINDS)}")
+        return {}
+    kinds = [kind for kind in SOURCE_KINDS if kind in source]
+    unknown = sorted(set(source) - set(SOURCE_KINDS))
+    if unknown:
+        problems.add(key, f"unknown key(s) {', '.join(unknown)} (use {', '.join(SOURCE_KINDS)})")
+    if len(kinds) != 1:
+        problems.add(
+            key, f"must have exactly one of {', '.join(SOURCE_KINDS)} (got {kinds or 'none'})"
+        )
+        return {}
+    kind = kinds[0]
+    value = source[kind]
+    if kind == "debian_package":
+        if not isinstance(value, str) or not re.match(r"^linux-source-[0-9]+\.[0-9]+$", value):
+            problems.add(
+                f"{key}.debian_package", f"{value!r} is not a Debian linux-source-X.Y package"
+            )
+            return {}
+        return {"kind": kind, "package": value}
+    if kind == "tarball":
+        if not isinstance(value, str) or not value.strip():
+            problems.add(f"{key}.tarball", "must be the tarball's path on the build host")
+            return {}
+        return {"kind": kind, "path": value}
+    if not isinstance(value, dict) or not value.get("url") or not value.get("ref"):
+        problems.add(f"{key}.git", "must be a mapping with url and ref")
+        return {}
+    extra = sorted(set(value) - {"url", "ref"})
+    if extra:
+        problems.add(f"{key}.git", f"unknown key(s) {', '.join(extra)} (url, ref)")
+    return {"kind": "git", "url": str(value["url"]), "ref": str(value["ref"])}
+
+
+def check_patches(
+    patches: Any, key: str, base_dir: str, problems: Problems
+) -> list[dict[str, Any]]:
+    if patches is None:
+        return []
+    if not isinstance(patches, list):
+        problems.add(key, "must be a list (in the order they apply)")
+        return []
+    result = []
+    for index, patch in enumerate(patches):
+        here = f"{key}[{index}]"
+        if isinstance(patch, str):
+            patch = {"file": patch}
+        if not isinstance(patch, dict):
+            problems.add(here, f"must be a mapping with one of {', '.join(PATCH_KINDS)}")
+            continue
+        kinds = [kind for kind in PATCH_KINDS if kind in patch]
+        unknown = sorted(set(patch) - set(PATCH_KINDS) - {"name"})
+        if unknown:
+            problems.add(
+                here, f"unknown key(s) {', '.join(unknown)} (use {', '.join(PATCH_KINDS)}, name)"
+            )
+        if len(kinds) != 1:
+            problems.add(
+                here, f"must have exactly one of {', '.join(PATCH_KINDS)} (got {kinds or 'none'})"
+            )
+            continue
+        kind = kinds[0]
+        value = str(patch[kind]).strip()
+        if kind == "message_id":
+            if not MESSAGE_ID.match(value):
+                problems.add(f"{here}.message_id", f"{value!r} is not a Message-ID (local@domain)")
+                continue
+            message_id = value.strip("<>")
+            result.append(
+                {
+                    "kind": kind,
+                    "message_id": message_id,
+                    "name": str(patch.get("name") or message_id),
+                }
+            )
+            continue
+        path = resolve(base_dir, value)
+        if not os.path.isfile(path):
+            problems.add(f"{here}.{kind}", f"{path} does not exist on the controller")
+            continue
+        with open(path, "rb") as handle:
+            data = handle.read()
+        if not data.strip():
+            problems.add(f"{here}.{kind}", f"{path} is empty")
+            continue
+        if b"diff --git" not in data and b"\n--- " not in data and not data.startswith(b"--- "):
+            problems.add(f"{here}.{kind}", f"{path} contains no diff")
+            continue
+        result.append(
+            {
+                "kind": kind,
+                "path": path,
+                "name": str(patch.get("name") or os.path.basename(path)),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        )
+    return result
+
+
+def check_config(config: Any, key: str, base_dir: str, problems: Problems) -> dict[str, Any]:
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        problems.add(key, "must be a mapping (base, targets, fragments, options)")
+        return {}
+    unknown = sorted(set(config) - CONFIG_KEYS)
+    if unknown:
+        problems.add(
+            key, f"unknown key(s) {', '.join(unknown)} (base, targets, fragments, options)"
+        )
+    base = config.get("base", "defconfig")
+    normal_base: dict[str, Any] = {}
+    if isinstance(base, str):
+        if base == "running":
+            normal_base = {"kind": "running"}
+        elif MAKE_TARGET.match(base) and (base.endswith("config")):
+            normal_base = {"kind": "make", "target": base}
+        else:
+            problems.add(
+                f"{key}.base",
+                f"{base!r}: a make target ending in 'config' (defconfig, "
+                "x86_64_defconfig), 'running', or {file: path}",
+            )
+    elif isinstance(base, dict) and set(base) == {"file"}:
+        path = resolve(base_dir, str(base["file"]))
+        if not os.path.isfile(path):
+            problems.add(f"{key}.base.file", f"{path} does not exist on the controller")
+        else:
+            normal_base = {"kind": "file", "path": path}
+    elif isinstance(base, dict) and set(base) == {"make"}:
+        normal_base = {"kind": "make", "target": str(base["make"])}
+    else:
+        problems.add(f"{key}.base", "a make target, 'running', {make: target} or {file: path}")
+    targets = config.get("targets") or []
+    if not isinstance(targets, list) or not all(
+        isinstance(t, str) and MAKE_TARGET.match(t) and t.endswith(".config") for t in targets
+    ):
+        problems.add(
+            f"{key}.targets", "must be a list of in-tree config targets such as kvm_guest.config"
+        )
+        targets = []
+    fragments = []
+    raw_fragments = config.get("fragments") or []
+    if not isinstance(raw_fragments, list):
+        problems.add(f"{key}.fragments", "must be a list of config fragment files")
+        raw_fragments = []
+    for index, fragment in enumerate(raw_fragments):
+        path = resolve(base_dir, str(fragment))
+        if not os.path.isfile(path):
+            problems.add(f"{key}.fragments[{index}]", f"{path} does not exist on the controller")
+            continue
+        with open(path) as handle:
+            text = handle.read()
+        for number, line in enumerate(text.splitlines(), start=1):
+            stripped = line.strip()
+            if stripped and not stripped.startswith("#") and not OPTION.match(stripped):
+                problems.add(
+                    f"{key}.fragments[{index}]",
+                    f"{path}:{number}: {stripped!r} is not an option line",
+                )
+        fragments.append({"name": os.path.basename(path), "path": path, "text": text})
+    options = option_list(config.get("options"), f"{key}.options", problems)
+    return {
+        "base": normal_base,
+        "targets": list(targets),
+        "fragments": fragments,
+        "options": options,
+    }
+
+
+def validate_variants(
+    variants: Any,
+    defaults: dict[str, Any] | None,
+    base_dir: str,
+    select: list[str] | None = None,
+    knob_profiles: list[str] | None = None,
+    workqueues: list[str] | None = None,
+    groups: list[str] | None = None,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """(normalised variants, errors). Errors name the key: kernel_variants[i].field[j]."""
+    problems = Problems()
+    workqueues = workqueues or ["none", "unbound", "highpri"]
+    if not isinstance(variants, list) or not variants:
+        return [], ["kernel_variants: must be a non-empty list of variants"]
+    seen: dict[str, int] = {}
+    normalised = []
+    for index, raw in enumerate(variants):
+        key = f"kernel_variants[{index}]"
+        if not isinstance(raw, dict):
+            problems.add(key, "must be a mapping")
+            continue
+        variant = merge(defaults or {}, raw)
+        unknown = sorted(set(variant) - VARIANT_KEYS)
+        if unknown:
+            problems.add(key, f"unknown key(s) {', '.join(unknown)}")
+        name = variant.get("name")
+        if not isinstance(name, str) or not NAME.match(name):
+            problems.add(
+                f"{key}.name",
+                f"{name!r}: 1-31 lower-case letters, digits and '-', "
+                "starting with a letter or digit",
+            )
+            name = f"#{index}"
+        elif name in seen:
+            problems.add(f"{key}.name", f"{name!r} is also kernel_variants[{seen[name]}].name")
+        seen.setdefault(name, index)
+        source = check_source(variant.get("source"), f"{key}.source", problems)
+        patches = check_patches(variant.get("patches"), f"{key}.patches", base_dir, problems)
+        config = check_config(variant.get("config"), f"{key}.config", base_dir, problems)
+        group_options: dict[str, list[str]] = {}
+        raw_groups = variant.get("group_options") or {}
+        if not isinstance(raw_groups, dict):
+            problems.add(f"{key}.group_options", "must map a host group to a list of options")
+            raw_groups = {}
+        for group, options in raw_groups.items():
+            if groups and group not in groups:
+                problems.add(f"{key}.group_options.{group}", f"no inventory group {group!r}")
+            group_options[str(group)] = option_list(
+                options, f"{key}.group_options.{group}", problems
+            )
+        only = variant.get("groups") or []
+        if not isinstance(only, list):
+            problems.add(f"{key}.groups", "must be a list of host groups")
+            only = []
+        for group in only:
+            if groups and group not in groups:
+                problems.add(f"{key}.groups", f"no inventory group {group!r}")
+        profile = variant.get("knob_profile", "vanilla")
+        if not isinstance(profile, str) or (knob_profiles and profile not in knob_profiles):
+            problems.add(
+                f"{key}.knob_profile", f"{profile!r} is not one of {', '.join(knob_profiles or [])}"
+            )
+        workqueue = variant.get("workqueue", "none")
+        if workqueue is None:
+            workqueue = "none"
+        if workqueue not in workqueues:
+            problems.add(f"{key}.workqueue", f"{workqueue!r} is not one of {', '.join(workqueues)}")
+        timeout = variant.get("boot_timeout")
+        if timeout is not None and (
+            not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 30
+        ):
+            problems.add(f"{key}.boot_timeout", f"{timeout!r}: whole seconds, at least 30")
+        normalised.append(
+            {
+                "name": name,
+                "description": str(variant.get("description", "")),
+                "source": source,
+                "patches": patches,
+                "config": config,
+                "group_options": group_options,
+                "groups": [str(g) for g in only],
+                "knob_profile": profile,
+                "workqueue": workqueue,
+                "boot_timeout": timeout,
+            }
+        )
+    names = [v["name"] for v in normalised]
+    for index, wanted in enumerate(select or []):
+        if wanted not in names:
+            problems.add(
+                f"kernel_build_variants[{index}]",
+                f"no variant named {wanted!r} (have {', '.join(names)})",
+            )
+    if select:
+        normalised = [v for v in normalised if v["name"] in select]
+    return normalised, problems.errors
+
+
+def main() -> None:
+    from ansible.module_utils.basic import AnsibleModule
+
+    module = AnsibleModule(
+        argument_spec={
+            "variants": {"type": "list", "elements": "raw", "required": True},
+            "defaults": {"type": "dict", "default": {}},
+            "base_dir": {"type": "path", "required": True},
+            "select": {"type": "list", "elements": "str", "default": []},
+            "knob_profiles": {"type": "list", "elements": "str", "default": []},
+            "workqueues": {
+                "type": "list",
+                "elements": "str",
+                "default": ["none", "unbound", "highpri"],
+            },
+            "groups": {"type": "list", "elements": "str", "default": []},
+        },
+        supports_check_mode=True,
+    )
+    params = module.params
+    variants, errors = validate_variants(
+        params["variants"],
+        params["defaults"],
+        params["base_dir"],
+        params["select"],
+        params["knob_profiles"],
+        params["workqueues"],
+        params["groups"],
+    )
+    if errors:
+        module.fail_json(msg="invalid kernel variants: " + "; ".join(errors), errors=errors)
+    module.exit_json(changed=False, variants=variants, names=[v["name"] for v in variants])
+
+
+if __name__ == "__main__":
+    main()

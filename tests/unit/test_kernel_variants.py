@@ -1,0 +1,270 @@
+"""Validation of kernel variants (roles/kernel_build/library/kernel_variants.py) and the
+per-host build planning filters (roles/kernel_build/filter_plugins/kernel_build.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kernel_testlib import FILTERS, REPO, VARIANTS_MODULE, load
+
+variants_module = load(VARIANTS_MODULE, "kernel_variants_module")
+filters = load(FILTERS, "kernel_build_filters")
+
+
+@pytest.fixture()
+def lab(tmp_path: Path) -> Path:
+    (tmp_path / "patches").mkdir()
+    (tmp_path / "patches" / "0001-a.patch").write_text("diff --git a/x b/x\n--- a/x\n+++ b/x\n")
+    (tmp_path / "patches" / "empty.patch").write_text("")
+    (tmp_path / "patches" / "notes.txt").write_text("just words\n")
+    (tmp_path / "lab.config").write_text("# comment\nCONFIG_NUMA=y\n# CONFIG_EFI is not set\n")
+    return tmp_path
+
+
+def validate(
+    variants: Any, base_dir: Path, **kwargs: Any
+) -> tuple[list[dict[str, Any]], list[str]]:
+    defaults = kwargs.pop("defaults", {"source": {"debian_package": "linux-source-6.12"}})
+    kwargs.setdefault("groups", ["all", "lab", "grace", "x86"])
+    return variants_module.validate_variants(variants, defaults, str(base_dir), **kwargs)
+
+
+def test_a_good_variant_is_normalised(lab: Path) -> None:
+    variants, errors = validate(
+        [
+            {"name": "vanilla"},
+            {
+                "name": "mt-highpri",
+                "patches": [
+                    {"message_id": "<20250103172419.4148674-1-ziy@nvidia.com>"},
+                    {"file": "patches/0001-a.patch"},
+                ],
+                "config": {
+                    "base": "defconfig",
+                    "targets": ["kvm_guest.config"],
+                    "fragments": ["lab.config"],
+                    "options": ["CONFIG_HZ_1000=y"],
+                },
+                "group_options": {"grace": ["CONFIG_ARM64_64K_PAGES=y"]},
+                "knob_profile": "mt_sysctl_v1",
+                "workqueue": "highpri",
+                "boot_timeout": 900,
+            },
+        ],
+        lab,
+    )
+    assert errors == []
+    assert [v["name"] for v in variants] == ["vanilla", "mt-highpri"]
+    assert variants[0]["source"] == {"kind": "debian_package", "package": "linux-source-6.12"}
+    assert variants[0]["config"]["base"] == {"kind": "make", "target": "defconfig"}
+    mt = variants[1]
+    assert mt["patches"][0] == {
+        "kind": "message_id",
+        "message_id": "20250103172419.4148674-1-ziy@nvidia.com",
+        "name": "20250103172419.4148674-1-ziy@nvidia.com",
+    }
+    assert mt["patches"][1]["path"] == str(lab / "patches" / "0001-a.patch")
+    assert len(mt["patches"][1]["sha256"]) == 64
+    assert mt["config"]["fragments"][0]["text"].startswith("# comment")
+    assert mt["group_options"] == {"grace": ["CONFIG_ARM64_64K_PAGES=y"]}
+
+
+@pytest.mark.parametrize(
+    ("variants", "expected"),
+    [
+        ([], "kernel_variants: must be a non-empty list"),
+        ([{"name": "Vanilla"}], "kernel_variants[0].name: 'Vanilla'"),
+        (
+            [{"name": "a"}, {"name": "a"}],
+            "kernel_variants[1].name: 'a' is also kernel_variants[0].name",
+        ),
+        (
+            [{"name": "a", "source": {"git": {"url": "x"}}}],
+            "kernel_variants[0].source.git: must be a mapping with url and ref",
+        ),
+        (
+            [{"name": "a", "source": {"tarball": "/t.tar", "debian_package": "linux-source-6.12"}}],
+            "kernel_variants[0].source: must have exactly one of",
+        ),
+        (
+            [{"name": "a", "source": {"debian_package": "linux-6.12"}}],
+            "kernel_variants[0].source.debian_package",
+        ),
+        (
+            [
+                {"name": "a"},
+                {"name": "b"},
+                {"name": "c", "patches": [{"file": "patches/missing.patch"}]},
+            ],
+            "kernel_variants[2].patches[0].file: ",
+        ),
+        (
+            [{"name": "a", "patches": [{"file": "patches/0001-a.patch", "mbox": "x"}]}],
+            "kernel_variants[0].patches[0]: must have exactly one of file, mbox, message_id",
+        ),
+        (
+            [{"name": "a", "patches": [{"files": "x"}]}],
+            "kernel_variants[0].patches[0]: unknown key(s) files",
+        ),
+        (
+            [{"name": "a", "patches": [{"file": "patches/empty.patch"}]}],
+            "kernel_variants[0].patches[0].file: ",
+        ),
+        ([{"name": "a", "patches": [{"mbox": "patches/notes.txt"}]}], "contains no diff"),
+        (
+            [{"name": "a", "patches": [{"message_id": "not a message id"}]}],
+            "kernel_variants[0].patches[0].message_id",
+        ),
+        (
+            [{"name": "a", "config": {"base": "/boot/config-6.1.0"}}],
+            "kernel_variants[0].config.base",
+        ),
+        (
+            [{"name": "a", "config": {"base": {"file": "nope.config"}}}],
+            "kernel_variants[0].config.base.file",
+        ),
+        (
+            [{"name": "a", "config": {"fragments": ["nope.config"]}}],
+            "kernel_variants[0].config.fragments[0]",
+        ),
+        (
+            [{"name": "a", "config": {"options": ["CONFIG NUMA"]}}],
+            "kernel_variants[0].config.options[0]",
+        ),
+        (
+            [{"name": "a", "config": {"option": []}}],
+            "kernel_variants[0].config: unknown key(s) option",
+        ),
+        (
+            [{"name": "a", "group_options": {"arm": ["CONFIG_ARM64_64K_PAGES=y"]}}],
+            "kernel_variants[0].group_options.arm: no inventory group 'arm'",
+        ),
+        ([{"name": "a", "knob_profile": "mt_sysctl_v9"}], "kernel_variants[0].knob_profile"),
+        ([{"name": "a", "workqueue": "fast"}], "kernel_variants[0].workqueue: 'fast'"),
+        ([{"name": "a", "boot_timeout": 5}], "kernel_variants[0].boot_timeout"),
+        ([{"name": "a", "patchs": []}], "kernel_variants[0]: unknown key(s) patchs"),
+    ],
+)
+def test_errors_name_the_offending_key(lab: Path, variants: Any, expected: str) -> None:
+    _, errors = validate(variants, lab, knob_profiles=["vanilla", "mt_sysctl_v1"])
+    assert any(expected in error for error in errors), errors
+
+
+def test_selecting_an_unknown_variant_is_an_error(lab: Path) -> None:
+    _, errors = validate([{"name": "vanilla"}], lab, select=["mt"])
+    assert errors == ["kernel_build_variants[0]: no variant named 'mt' (have vanilla)"]
+
+
+def test_defaults_merge_config_one_level_deep(lab: Path) -> None:
+    defaults = {
+        "source": {"debian_package": "linux-source-6.12"},
+        "config": {"base": "x86_64_defconfig", "fragments": ["lab.config"]},
+        "boot_timeout": 400,
+    }
+    variants, errors = validate(
+        [
+            {"name": "a", "config": {"options": ["CONFIG_HZ_1000=y"]}},
+            {"name": "b", "boot_timeout": 150},
+        ],
+        lab,
+        defaults=defaults,
+    )
+    assert errors == []
+    assert variants[0]["config"]["base"]["target"] == "x86_64_defconfig"
+    assert variants[0]["config"]["options"] == ["CONFIG_HZ_1000=y"]
+    assert [v["boot_timeout"] for v in variants] == [400, 150]
+
+
+@pytest.mark.parametrize("lab_name", ["vlab", "example-lab"])
+def test_the_repository_inventories_validate(lab_name: str) -> None:
+    data = yaml.safe_load(
+        (REPO / "inventory" / lab_name / "group_vars" / "all" / "kernel_variants.yml").read_text()
+    )
+    base_dir = REPO / "kernels" / lab_name
+    variants, errors = variants_module.validate_variants(
+        data["kernel_variants"],
+        data.get("kernel_variant_defaults", {}),
+        str(base_dir),
+        knob_profiles=["vanilla", "mt_sysctl_v1"],
+        groups=["all", "lab", "grace", "x86", "controller"],
+    )
+    assert errors == []
+    assert len(variants) == 3
+
+
+def test_one_build_per_variant_architecture_and_config(lab: Path) -> None:
+    variants, errors = validate(
+        [
+            {"name": "vanilla", "config": {"base": "defconfig"}},
+            {
+                "name": "mt",
+                "groups": ["grace"],
+                "group_options": {"grace": ["CONFIG_ARM64_64K_PAGES=y"]},
+                "patches": [{"message_id": "20250103172419.4148674-1-ziy@nvidia.com"}],
+            },
+        ],
+        lab,
+    )
+    assert errors == []
+
+    def requests(machine: str, groups: list[str], options: list[str]) -> list[dict[str, Any]]:
+        return list(
+            filters.kernel_build_requests(
+                variants, machine, "Debian", groups, options, ["CONFIG_NUMA"], "/w", "/p"
+            )
+        )
+
+    grace1 = requests("aarch64", ["lab", "grace"], [])
+    grace2 = requests("aarch64", ["lab", "grace"], [])
+    epyc = requests("x86_64", ["lab", "x86"], ["CONFIG_X86_64_ACPI_NUMA=y"])
+    assert [r["variant"] for r in grace1] == ["vanilla", "mt"]
+    assert [r["variant"] for r in epyc] == ["vanilla"]  # mt is for the grace group only
+    mt = grace1[1]
+    assert mt["kernel_arch"] == "arm64"
+    assert (
+        "CONFIG_ARM64_64K_PAGES=y" in mt["config"]["options"]
+        and "CONFIG_ARM64_64K_PAGES=y" in mt["required"]
+    )
+    assert mt["patches"][0]["controller_path"] == "/p/20250103172419.4148674-1-ziy@nvidia.com.mbx"
+    assert "CONFIG_X86_64_ACPI_NUMA=y" in epyc[0]["required"]
+    unique = filters.kernel_build_unique(grace1 + grace2 + epyc)
+    assert [(u["variant"], u["kernel_arch"]) for u in unique] == [
+        ("vanilla", "arm64"),
+        ("mt", "arm64"),
+        ("vanilla", "x86"),
+    ]
+
+
+def test_build_failures_and_results_from_job_results() -> None:
+    request = {
+        "key": "k1",
+        "variant": "mt",
+        "arch": "x86_64",
+        "knob_profile": "mt_sysctl_v1",
+        "workqueue": "unbound",
+        "boot_timeout": None,
+    }
+    ok = {
+        "rc": 0,
+        "item": request,
+        "stdout_lines": [
+            '{"build_hash": "ab", "kernel_release": "6.12-mt-ab", '
+            '"packages": ["/c/ab/i.deb"], "image_package": "/c/ab/i.deb"}'
+        ],
+    }
+    bad = {
+        "rc": 2,
+        "item": {**request, "key": "k2", "variant": "broken"},
+        "stdout_lines": [
+            '{"failed": true, "error": "variant broken: patch 1 (x.patch) does not apply to mm/migrate.c"}'
+        ],
+    }
+    assert filters.kernel_build_failures([ok, bad]) == [
+        "kernel build broken (x86_64): variant broken: patch 1 (x.patch) does not apply to mm/migrate.c"
+    ]
+    results = filters.kernel_build_results([request], [ok, bad], "buildbox", "/home")
+    assert results["mt"]["packages"] == ["/home/ab/i.deb"]
+    assert results["mt"]["workqueue"] == "unbound" and results["mt"]["packages_on"] == "controller"
