@@ -1,0 +1,79 @@
+"""GRUB menu parsing (roles/kernel_boot/library/kernel_grub.py): the entry paths that
+grub-reboot and grub-set-default take, by kernel release."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kernel_testlib import GRUB_MODULE, load
+
+grub = load(GRUB_MODULE, "kernel_grub_module")
+
+UUID = "cea55c33-6648-40cf-9e4f-878d9069c921"
+
+
+def entry(release: str, kind: str = "advanced", indent: str = "\t") -> str:
+    title = f"Debian GNU/Linux, with Linux {release}" + (
+        " (recovery mode)" if kind == "recovery" else ""
+    )
+    return (
+        f"{indent}menuentry '{title}' --class debian --class gnu-linux $menuentry_id_option "
+        f"'gnulinux-{release}-{kind}-{UUID}' {{\n"
+        f"{indent}\tload_video\n{indent}\tif [ x$grub_platform = xxen ]; then insmod xzio; fi\n"
+        f"{indent}\tlinux\t/boot/vmlinuz-{release} root=UUID={UUID} ro console=ttyS0,115200n8\n"
+        f"{indent}\tinitrd\t/boot/initrd.img-{release}\n{indent}}}\n"
+    )
+
+
+GRUB_CFG = (
+    'if [ -s $prefix/grubenv ]; then\n  load_env\nfi\nif [ "${next_entry}" ] ; then\n'
+    '   set default="${next_entry}"\n   set next_entry=\n   save_env next_entry\nelse\n'
+    '   set default="${saved_entry}"\nfi\n'
+    'function savedefault {\n  if [ -z "${boot_once}" ]; then\n    saved_entry="${chosen}"\n  fi\n}\n'
+    f"menuentry 'Debian GNU/Linux' --class debian $menuentry_id_option 'gnulinux-simple-{UUID}' {{\n"
+    f"\tlinux\t/boot/vmlinuz-6.12.117-vanilla-df0e0679 root=UUID={UUID} ro\n}}\n"
+    f"submenu 'Advanced options for Debian GNU/Linux' $menuentry_id_option 'gnulinux-advanced-{UUID}' {{\n"
+    + entry("6.12.117-vanilla-df0e0679")
+    + entry("6.12.117-vanilla-df0e0679", "recovery")
+    + entry("6.1.0-50-cloud-amd64")
+    + entry("6.1.0-50-cloud-amd64", "recovery")
+    + "}\n"
+    "menuentry 'UEFI Firmware Settings' $menuentry_id_option 'uefi-firmware' {\n\tfwsetup\n}\n"
+)
+GRUBENV = (
+    "# GRUB Environment Block\nsaved_entry=gnulinux-advanced-x>gnulinux-6.1.0-50-cloud-amd64-advanced-x\n"
+    + "#" * 900
+)
+
+
+def test_entries_by_release_use_submenu_paths_and_skip_recovery() -> None:
+    menu = grub.menu(GRUB_CFG, GRUBENV, [])
+    assert menu["by_release"] == {
+        "6.12.117-vanilla-df0e0679": f"gnulinux-advanced-{UUID}>gnulinux-6.12.117-vanilla-df0e0679-advanced-{UUID}",
+        "6.1.0-50-cloud-amd64": f"gnulinux-advanced-{UUID}>gnulinux-6.1.0-50-cloud-amd64-advanced-{UUID}",
+    }
+    assert menu["default_is_saved"] is True
+    assert menu["saved_entry"] == "gnulinux-advanced-x>gnulinux-6.1.0-50-cloud-amd64-advanced-x"
+    assert menu["next_entry"] == ""
+    paths = [e["path"] for e in menu["entries"]]
+    assert paths[0] == f"gnulinux-simple-{UUID}" and paths[-1] == "uefi-firmware"
+    assert len(paths) == 6
+
+
+def test_a_menu_without_saved_default_is_reported() -> None:
+    text = GRUB_CFG.replace('set default="${saved_entry}"', 'set default="0"')
+    assert grub.menu(text, "", [])["default_is_saved"] is False
+
+
+def test_bls_entries(tmp_path: Path) -> None:
+    (tmp_path / "abc-6.12.0-mt-1234abcd.conf").write_text(
+        "title Red Hat (6.12.0-mt-1234abcd)\nversion 6.12.0-mt-1234abcd\nlinux /vmlinuz-6.12.0-mt-1234abcd\n"
+    )
+    menu = grub.menu(
+        "insmod blscfg\nblscfg\n",
+        "next_entry=abc-6.12.0-mt-1234abcd\n",
+        grub.parse_bls(str(tmp_path)),
+    )
+    assert menu["by_release"] == {"6.12.0-mt-1234abcd": "abc-6.12.0-mt-1234abcd"}
+    assert menu["next_entry"] == "abc-6.12.0-mt-1234abcd"
+    assert menu["default_is_saved"] is True
