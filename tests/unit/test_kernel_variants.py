@@ -29,6 +29,7 @@ def validate(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     defaults = kwargs.pop("defaults", {"source": {"debian_package": "linux-source-6.12"}})
     kwargs.setdefault("groups", ["all", "lab", "grace", "x86"])
+    kwargs.setdefault("hosts", ["grace1", "epyc1"])
     return variants_module.validate_variants(variants, defaults, str(base_dir), **kwargs)
 
 
@@ -142,6 +143,10 @@ def test_a_good_variant_is_normalised(lab: Path) -> None:
             [{"name": "a", "group_options": {"arm": ["CONFIG_ARM64_64K_PAGES=y"]}}],
             "kernel_variants[0].group_options.arm: no inventory group 'arm'",
         ),
+        (
+            [{"name": "a", "hosts": ["grace9"]}],
+            "kernel_variants[0].hosts: no inventory host 'grace9'",
+        ),
         ([{"name": "a", "knob_profile": "mt_sysctl_v9"}], "kernel_variants[0].knob_profile"),
         ([{"name": "a", "workqueue": "fast"}], "kernel_variants[0].workqueue: 'fast'"),
         ([{"name": "a", "boot_timeout": 5}], "kernel_variants[0].boot_timeout"),
@@ -190,6 +195,7 @@ def test_the_repository_inventories_validate(lab_name: str) -> None:
         str(base_dir),
         knob_profiles=["vanilla", "mt_sysctl_v1"],
         groups=["all", "lab", "grace", "x86", "controller"],
+        hosts=["vnode1", "vnode2", "grace1", "grace2", "epyc1", "localhost"],
     )
     assert errors == []
     assert len(variants) == 3
@@ -199,6 +205,7 @@ def test_one_build_per_variant_architecture_and_config(lab: Path) -> None:
     variants, errors = validate(
         [
             {"name": "vanilla", "config": {"base": "defconfig"}},
+            {"name": "one", "hosts": ["grace1"]},
             {
                 "name": "mt",
                 "groups": ["grace"],
@@ -210,19 +217,31 @@ def test_one_build_per_variant_architecture_and_config(lab: Path) -> None:
     )
     assert errors == []
 
-    def requests(machine: str, groups: list[str], options: list[str]) -> list[dict[str, Any]]:
+    def requests(
+        host: str, machine: str, groups: list[str], options: list[str]
+    ) -> list[dict[str, Any]]:
         return list(
             filters.kernel_build_requests(
-                variants, machine, "Debian", groups, options, ["CONFIG_NUMA"], "/w", "/p"
+                variants,
+                machine,
+                "Debian",
+                groups,
+                options,
+                ["CONFIG_NUMA"],
+                "/w",
+                "/p",
+                None,
+                host,
             )
         )
 
-    grace1 = requests("aarch64", ["lab", "grace"], [])
-    grace2 = requests("aarch64", ["lab", "grace"], [])
-    epyc = requests("x86_64", ["lab", "x86"], ["CONFIG_X86_64_ACPI_NUMA=y"])
-    assert [r["variant"] for r in grace1] == ["vanilla", "mt"]
+    grace1 = requests("grace1", "aarch64", ["lab", "grace"], [])
+    grace2 = requests("grace2", "aarch64", ["lab", "grace"], [])
+    epyc = requests("epyc1", "x86_64", ["lab", "x86"], ["CONFIG_X86_64_ACPI_NUMA=y"])
+    assert [r["variant"] for r in grace1] == ["vanilla", "one", "mt"]  # one: grace1 only
+    assert [r["variant"] for r in grace2] == ["vanilla", "mt"]
     assert [r["variant"] for r in epyc] == ["vanilla"]  # mt is for the grace group only
-    mt = grace1[1]
+    mt = grace1[2]
     assert mt["kernel_arch"] == "arm64"
     assert (
         "CONFIG_ARM64_64K_PAGES=y" in mt["config"]["options"]
@@ -230,10 +249,11 @@ def test_one_build_per_variant_architecture_and_config(lab: Path) -> None:
     )
     assert mt["patches"][0]["controller_path"] == "/p/20250103172419.4148674-1-ziy@nvidia.com.mbx"
     assert "CONFIG_X86_64_ACPI_NUMA=y" in epyc[0]["required"]
-    unique = filters.kernel_build_unique(grace1 + grace2 + epyc)
+    unique = filters.kernel_build_unique(grace2 + grace1 + epyc)
     assert [(u["variant"], u["kernel_arch"]) for u in unique] == [
         ("vanilla", "arm64"),
         ("mt", "arm64"),
+        ("one", "arm64"),
         ("vanilla", "x86"),
     ]
 

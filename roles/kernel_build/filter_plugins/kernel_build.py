@@ -30,6 +30,7 @@ def kernel_build_requests(
     work_dir: str,
     patch_cache_dir: str,
     running_config: str | None = None,
+    inventory_hostname: str = "",
 ) -> list[dict[str, Any]]:
     """The builds a host needs: one spec per variant meant for it. Hosts whose specs are
     equal share a build: `key` hashes everything but where the build runs."""
@@ -38,6 +39,8 @@ def kernel_build_requests(
     requests = []
     for variant in variants:
         if variant.get("groups") and not set(variant["groups"]) & set(group_names):
+            continue
+        if variant.get("hosts") and inventory_hostname not in variant["hosts"]:
             continue
         group_options = [
             option

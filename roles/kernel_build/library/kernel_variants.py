@@ -21,6 +21,8 @@ options:
   workqueues: {description: Allowed workqueue labels., type: list, elements: str, default: [none, unbound, highpri]}
   groups: {description: The inventory's group names (group_options keys must be among them)., type: list,
            elements: str, default: []}
+  hosts: {description: The inventory's host names (a variant's hosts must be among them)., type: list,
+          elements: str, default: []}
 """
 
 import copy
@@ -42,6 +44,7 @@ VARIANT_KEYS = {
     "config",
     "group_options",
     "groups",
+    "hosts",
     "knob_profile",
     "workqueue",
     "boot_timeout",
@@ -276,6 +279,7 @@ def validate_variants(
     knob_profiles: list[str] | None = None,
     workqueues: list[str] | None = None,
     groups: list[str] | None = None,
+    hosts: list[str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """(normalised variants, errors). Errors name the key: kernel_variants[i].field[j]."""
     problems = Problems()
@@ -325,6 +329,13 @@ def validate_variants(
         for group in only:
             if groups and group not in groups:
                 problems.add(f"{key}.groups", f"no inventory group {group!r}")
+        only_hosts = variant.get("hosts") or []
+        if not isinstance(only_hosts, list):
+            problems.add(f"{key}.hosts", "must be a list of inventory host names")
+            only_hosts = []
+        for host in only_hosts:
+            if hosts and host not in hosts:
+                problems.add(f"{key}.hosts", f"no inventory host {host!r}")
         profile = variant.get("knob_profile", "vanilla")
         if not isinstance(profile, str) or (knob_profiles and profile not in knob_profiles):
             problems.add(
@@ -349,6 +360,7 @@ def validate_variants(
                 "config": config,
                 "group_options": group_options,
                 "groups": [str(g) for g in only],
+                "hosts": [str(h) for h in only_hosts],
                 "knob_profile": profile,
                 "workqueue": workqueue,
                 "boot_timeout": timeout,
@@ -382,6 +394,7 @@ def main() -> None:
                 "default": ["none", "unbound", "highpri"],
             },
             "groups": {"type": "list", "elements": "str", "default": []},
+            "hosts": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )
@@ -394,6 +407,7 @@ def main() -> None:
         params["knob_profiles"],
         params["workqueues"],
         params["groups"],
+        params["hosts"],
     )
     if errors:
         module.fail_json(msg="invalid kernel variants: " + "; ".join(errors), errors=errors)
