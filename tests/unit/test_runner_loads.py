@@ -240,3 +240,18 @@ def test_busy_sweep_records_load_metrics_and_stops_stress_ng(tmp_path):
     meta = json.loads((run_dir / "run-meta.json").read_text())
     assert meta["variants"]["vanilla"]["stress_ng"]["busy"]["argv"][0] == STRESS_NG
     assert not [p for p in procs.find_by_comm("stress-ng") if p["pid"] == loads["busy"]["pid"]]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="raising the priority needs root")
+def test_children_run_at_normal_priority_while_the_runner_is_raised():
+    code = (
+        "import os, subprocess, sys\n"
+        f"sys.path.insert(0, {str(RUNNER_DIR)!r})\n"
+        "from miglab_runner import procs\n"
+        "procs.raise_runner_priority()\n"
+        "child = subprocess.run([sys.executable, '-c', 'import os; print(os.nice(0))'],\n"
+        "                       capture_output=True, text=True, preexec_fn=procs.die_with_parent)\n"
+        "print(os.nice(0), child.stdout.strip())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(procs.RUNNER_NICE), "0"]

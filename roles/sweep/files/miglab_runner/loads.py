@@ -146,8 +146,17 @@ class StressLoad:
         argv += ["--timeout", "0", "--metrics-brief", "--yaml", self.yaml_path]
         return argv
 
-    def members(self) -> list[dict]:
-        return procs.session_members(self.sid) if self.sid else []
+    def members(self, full_scan: bool = False) -> list[dict]:
+        """stress-ng and its workers: its process tree (cheap, per cell) or, to make sure
+        nothing is left, every process of its session (a full /proc scan)."""
+        if not self.sid:
+            return []
+        if not full_scan:
+            parent = procs.stat(self.sid)
+            kids = procs.descendants(self.sid) if parent is not None else []
+            if kids is not None:
+                return ([parent] if parent is not None else []) + kids
+        return procs.session_members(self.sid)
 
     def start(self) -> dict:
         try:
@@ -269,7 +278,7 @@ class StressLoad:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
-        left = [(p["pid"], p["starttime"]) for p in self.members()]
+        left = [(p["pid"], p["starttime"]) for p in self.members(full_scan=True)]
         survivors = procs.kill_and_verify(left) if left else []
         if survivors:
             raise LoadError(f"load {self.name}: stress-ng processes survive SIGKILL: {survivors}")

@@ -173,6 +173,7 @@ class Runner:
     # -- entry point ---------------------------------------------------------------------
     def run(self) -> int:
         self.rundir.create()
+        procs.raise_runner_priority()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         try:
