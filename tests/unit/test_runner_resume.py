@@ -317,3 +317,71 @@ def test_second_runner_waits_for_the_first_then_resumes(lab):
     assert first.returncode == 0 and second.returncode == 0, second.stderr
     assert "waiting for it to finish" in second.stderr
     assert_exactly_planned(lab)
+
+
+def test_stop_command_stops_a_running_runner_and_restores(lab):
+    control(lab, sleep=1.0)
+    env = dict(
+        os.environ,
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONPATH=str(RUNNER_DIR),
+        MIGLAB_FAKE_CONTROL=str(lab["control"]),
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "miglab_runner",
+        "run",
+        "--plan",
+        str(lab["plan_path"]),
+        "--results-root",
+        str(lab["results"]),
+        "--host",
+        "unit-host",
+        "--migbench",
+        str(lab["migbench"]),
+        "--sys-root",
+        str(lab["root"]),
+        "--no-root-check",
+    ]
+    runner = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        progress = lab["run_dir"] / "progress.json"
+        if progress.exists() and json.loads(progress.read_text())["state"] == "running":
+            break
+        time.sleep(0.05)
+    stop = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "miglab_runner",
+            "stop",
+            "--run-dir",
+            str(lab["run_dir"]),
+            "--sys-root",
+            str(lab["root"]),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    runner.communicate(timeout=60)
+    result = json.loads(stop.stdout)
+    assert stop.returncode == 0, stop.stderr
+    assert result["was_running"] and result["stopped"] and not result["dirty"]
+    assert runner.returncode == 4
+    assert_host_restored(lab)
+    # stopping again is a no-op
+    again = subprocess.run(
+        [sys.executable, "-m", "miglab_runner", "stop", "--run-dir", str(lab["run_dir"])],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert again.returncode == 0 and json.loads(again.stdout)["was_running"] is False
