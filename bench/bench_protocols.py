@@ -156,18 +156,21 @@ def run_ssh(args: argparse.Namespace) -> str:
 
 
 def run_ansible(args: argparse.Namespace) -> str:
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(PAYLOAD)
-        script = f.name
-    try:
+    """`ansible HOST -m ansible.builtin.script`; the result comes back through the tree
+    callback (one JSON file per host), the only machine-readable one in ansible.builtin."""
+    with tempfile.TemporaryDirectory(prefix="miglab-protocols-") as tmp:
+        script = os.path.join(tmp, "payload.py")
+        Path(script).write_text(PAYLOAD)
         cmd = " ".join(
             shlex.quote(x)
             for x in [script, *payload_args(args, args.migbench, args.runner_dir, "/")]
         )
+        tree = os.path.join(tmp, "tree")
         env = dict(
             os.environ,
-            ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
             ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+            ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.tree",
+            ANSIBLE_CALLBACK_TREE_DIR=tree,
         )
         r = subprocess.run(
             [
@@ -179,7 +182,7 @@ def run_ansible(args: argparse.Namespace) -> str:
                 "-m",
                 "ansible.builtin.script",
                 "-a",
-                f"cmd={shlex.quote(cmd)} executable={args.python}",
+                json.dumps({"cmd": cmd, "executable": args.python}),
             ],
             cwd=REPO,
             env=env,
@@ -187,16 +190,15 @@ def run_ansible(args: argparse.Namespace) -> str:
             text=True,
             check=False,
         )
-    finally:
-        os.unlink(script)
-    try:
-        host = json.loads(r.stdout)["plays"][0]["tasks"][0]["hosts"][args.ansible]
-    except (ValueError, KeyError, IndexError):
-        raise SystemExit(
-            f"ansible failed ({r.returncode}): {r.stdout[-2000:]}{r.stderr[-2000:]}"
-        ) from None
+        try:
+            host = json.loads(Path(tree, args.ansible).read_text())
+        except (OSError, ValueError):
+            raise SystemExit(
+                f"ansible failed ({r.returncode}): {r.stdout[-2000:]}{r.stderr[-2000:]}"
+            ) from None
     if host.get("rc", 1) != 0:
-        raise SystemExit(f"payload failed on {args.ansible}: {host.get('stderr', '')[-2000:]}")
+        why = host.get("stderr") or host.get("msg") or host.get("stdout") or json.dumps(host)
+        raise SystemExit(f"payload failed on {args.ansible}: {why[-2000:]}")
     return host["stdout"]
 
 
