@@ -80,6 +80,14 @@ def test_interleave_rotates_configurations():
     assert len(set(firsts)) == 3  # no configuration always runs first
 
 
+def test_workqueue_none_means_null():
+    variants = {"v": {"copy_configs": ["vanilla"], "workqueue": "none"}}
+    assert (
+        expand(definition(variants=variants, kernel_variant="v"))["variant_definition"]["workqueue"]
+        is None
+    )
+
+
 def test_plan_hash_identity():
     a = expand(definition())
     assert a["plan_hash"] == expand(definition(cell_timeout_seconds=5))["plan_hash"]

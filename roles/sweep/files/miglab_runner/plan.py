@@ -225,6 +225,8 @@ def _validate_variant(name: str, given: Any, profiles: dict) -> dict:
             _key(f"{path}.profile"),
             f"unknown knob profile {profile!r} (known: auto, {', '.join(profiles['profiles'])})",
         )
+    if v["workqueue"] == "none":  # the kernel_variants inventory spells "no series" so
+        v["workqueue"] = None
     _choice(v["workqueue"], f"{path}.workqueue", WORKQUEUES)
     configs = _list(v["copy_configs"], f"{path}.copy_configs")
     for i, cfg in enumerate(configs):
