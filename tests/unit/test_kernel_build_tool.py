@@ -333,3 +333,9 @@ def test_a_patch_error_comes_back_as_json(tmp_path: Path) -> None:
     )
     assert code == 2 and answer["kind"] == "PatchError"
     assert "0001-bad.patch" in answer["error"] and "mm/migrate.c" in answer["error"]
+
+
+def test_a_bad_spec_is_still_one_json_line(tmp_path: Path) -> None:
+    tarball = make_source_tarball(tmp_path / "src")
+    code, answer = run_tool(spec(tmp_path, tarball, jobs="many"))
+    assert code == 3 and answer["kind"] == "InternalError" and "many" in answer["error"]

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -875,6 +876,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({"failed": True, "error": str(error), "kind": type(error).__name__}))
         print(f"miglab-kbuild: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # a bug or a bad spec: still one JSON line, and the traceback
+        traceback.print_exc()
+        print(
+            json.dumps(
+                {
+                    "failed": True,
+                    "kind": "InternalError",
+                    "error": f"internal error ({type(error).__name__}: {error}); see stderr",
+                }
+            )
+        )
+        return 3
     print(json.dumps(answer, sort_keys=True))
     return 0
 

@@ -146,7 +146,7 @@ def kernel_build_failures(jobs: list[dict[str, Any]]) -> list[str]:
         if answer and answer.get("error"):
             messages.append(f"kernel build {label}: {answer['error']}")
         else:
-            detail = job.get("msg") or job.get("stderr") or "no output"
+            detail = job.get("stderr") or job.get("msg") or "no output"
             messages.append(f"kernel build {label}: {str(detail).strip()[-2000:]}")
     return messages
 
