@@ -142,3 +142,10 @@ def test_sweep_resume_and_collect(tmp_path):
     assert build["source_sha256"] == recs[0]["migbench_sha256"]
     r = playbook(inv, "collect.yml")
     assert r.returncode == 0 and recap(r.stdout)["changed"] == 0
+
+
+def test_disabled_host_is_skipped(tmp_path):
+    inv = inventory(tmp_path, sweep_enabled=False)
+    r = playbook(inv, "sweep.yml")
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert not (tmp_path / "host").exists()
