@@ -149,3 +149,72 @@ def test_disabled_host_is_skipped(tmp_path):
     r = playbook(inv, "sweep.yml")
     assert r.returncode == 0, r.stdout[-3000:]
     assert not (tmp_path / "host").exists()
+
+
+def test_polling_survives_then_gives_up_on_an_unreachable_host(tmp_path):
+    """One host answers (its runner's job is finished), one never does (ssh to a closed
+    port): the unreachable one is polled again up to sweep_poll_unreachable_max, then given
+    up alone; the other finishes normally."""
+    job = tmp_path / "job"
+    job.write_text('{"finished": true, "rc": 0}')
+    inv = {
+        "all": {
+            "children": {
+                "lab": {
+                    "hosts": {
+                        "ghost": {
+                            "ansible_connection": "ssh",
+                            "ansible_host": "127.0.0.1",
+                            "ansible_port": 1,
+                        },
+                        "local1": {"ansible_connection": "local"},
+                    },
+                    "vars": {"ansible_python_interpreter": PYTHON3},
+                }
+            }
+        }
+    }
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inv))
+    play = [
+        {
+            "name": "Poll",
+            "hosts": "lab",
+            "gather_facts": False,
+            "vars": {
+                "sweep_poll_interval": 1,
+                "sweep_poll_unreachable_max": 2,
+                "sweep_runner_dir": str(REPO / "roles/sweep/files"),
+                "sweep_results_root": str(tmp_path / "results"),
+            },
+            "tasks": [
+                {
+                    "name": "Set the job facts",
+                    "ansible.builtin.set_fact": {
+                        "sweep__job": {"results_file": str(job)},
+                        "sweep__token": "t1",
+                        "sweep__next_report": 0,
+                        "sweep__unreachable_polls": 0,
+                    },
+                },
+                {
+                    "name": "Poll",
+                    "ansible.builtin.include_role": {"name": "sweep", "tasks_from": "poll"},
+                },
+            ],
+        }
+    ]
+    (tmp_path / "poll.yml").write_text(yaml.safe_dump(play, sort_keys=False))
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", PYTHONDONTWRITEBYTECODE="1")
+    r = subprocess.run(
+        [PLAYBOOK, "-i", str(tmp_path / "hosts.yml"), str(tmp_path / "poll.yml")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert "Lost contact with ghost for 3 polls" in r.stdout, r.stdout[-3000:]
+    assert r.stdout.count("fatal: [ghost]: UNREACHABLE!") == 3
+    lines = {x.split()[0]: x for x in r.stdout.splitlines() if " : ok=" in x}
+    assert "failed=0" in lines["local1"] and "failed=1" in lines["ghost"]
