@@ -141,3 +141,20 @@ def test_numbers_that_contradict_each_other(tmp_path: Path, capsys: pytest.Captu
     assert output[0] == f"{path}:2: bytes 262144 is not page_count x folio_size (4 x 2097152)"
     assert output[1].startswith(f"{path}:3: gbps 150.0 is not bytes / elapsed_ns (5")
     assert "1 file(s), 3 valid record(s): 0 bad, 0 duplicate(s), 2 inconsistent" in output[-1]
+
+
+def test_gbps_rounded_as_migbench_writes_it_is_consistent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Slow emulated moves give small GB/s; a writer rounding to 6 decimals is not wrong,
+    # but a value off in the 5th decimal is.
+    records = fx.samples_at(fx.GRACE, fx.UNBOUND, "idle", "mt_2", "base", 32, [5.0, 5.0])
+    for record, elapsed in zip(records, (13_115_000, 13_115_000), strict=True):
+        record["elapsed_ns"] = elapsed
+    records[0]["gbps"] = round(records[0]["bytes"] / 13_115_000, 6)
+    records[1]["gbps"] = round(records[1]["bytes"] / 13_115_000, 6) + 2e-5
+    path = fx.write_jsonl(tmp_path / "samples.jsonl", records)
+    code, output = run_check(capsys, str(path))
+    assert code == 1
+    assert len(output) == 2
+    assert output[0].startswith(f"{path}:2: gbps ")

@@ -886,7 +886,7 @@ int main(int argc, char **argv)
 			iso_timestamp(ts, sizeof(ts));
 			printf("{\"type\":\"sample\",\"rep\":%ld,\"src_node\":%d,\"dst_node\":%d,"
 			       "\"page_kind\":\"%s\",\"folio_size\":%" PRIu64 ",\"page_count\":%ld,"
-			       "\"bytes\":%" PRIu64 ",\"elapsed_ns\":%" PRIu64 ",\"gbps\":%.6f,"
+			       "\"bytes\":%" PRIu64 ",\"elapsed_ns\":%" PRIu64 ",\"gbps\":%.9g,"
 			       "\"failed_pages\":%ld,\"backing_ok\":%s,\"caller_cpu_ns\":%" PRIu64 ","
 			       "\"system_cpu_ns\":%" PRIu64 ",\"system_cpu_resolution_ns\":%ld",
 			       m - c.opt.warmup < 0 ? 0 : m - c.opt.warmup, cur_src, cur_dst, c.opt.kind,
