@@ -15,6 +15,7 @@ knob_ns, compact_ns, cell_wall_ns).
 
     .venv/bin/python bench/bench_runner_overhead.py results/<run_id>/<host> [...]
     .venv/bin/python bench/bench_runner_overhead.py --local      # run a small sweep here first
+    .venv/bin/python bench/bench_runner_overhead.py --local --matrix thread   # the thread's counts
 
 --local runs a sweep on this machine with the real migbench in --loopback-test mode (source
 = destination node, so it works on one node; nothing migrates) and a fake knob tree, then
@@ -133,7 +134,17 @@ def show(run_dir: Path, rows: list[dict]) -> None:
     )
 
 
-def local_sweep(workdir: Path, reps: int) -> Path:
+# --local page counts: a quick sweep, or the thread's matrix (its 2 MiB and base page counts).
+LOCAL_PAGE_COUNTS = {
+    "small": {"base": [256, 1024, 4096], "2M": [8, 32, 128]},
+    "thread": {
+        "base": [32, 256, 512, 768, 1024],
+        "2M": [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 768, 1024],
+    },
+}
+
+
+def local_sweep(workdir: Path, reps: int, matrix: str = "small") -> Path:
     """A small sweep on this machine: real migbench (loopback), fake knob tree, idle load."""
     if os.geteuid() != 0:
         raise SystemExit("--local needs root (migbench reads PFNs from /proc/self/pagemap)")
@@ -173,7 +184,7 @@ def local_sweep(workdir: Path, reps: int) -> Path:
             "run_id": "overhead",
             "loads": ["idle"],
             "folio_kinds": kinds,
-            "page_counts": {"base": [256, 1024, 4096], "2M": [8, 32, 128]},
+            "page_counts": LOCAL_PAGE_COUNTS[matrix],
             "repetitions": reps,
             "warmup": 2,
             "idle": {
@@ -219,13 +230,19 @@ def main() -> int:
     p.add_argument("run_dirs", nargs="*", type=Path)
     p.add_argument("--local", action="store_true", help="run a small loopback sweep here first")
     p.add_argument("--reps", type=int, default=10, help="samples per cell for --local")
+    p.add_argument(
+        "--matrix",
+        choices=sorted(LOCAL_PAGE_COUNTS),
+        default="small",
+        help="page counts for --local: a quick sweep, or the thread's (5 base + 12 2M cells)",
+    )
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--check", action="store_true", help="exit 1 if the goal is missed")
     args = p.parse_args()
     dirs = list(args.run_dirs)
     with tempfile.TemporaryDirectory(prefix="miglab-overhead-") as tmp:
         if args.local:
-            dirs.append(local_sweep(Path(tmp), args.reps))
+            dirs.append(local_sweep(Path(tmp), args.reps, args.matrix))
         if not dirs:
             p.error("give a run directory or --local")
         missed = False
