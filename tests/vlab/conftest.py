@@ -43,15 +43,19 @@ class AnsibleRun:
         return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(1))}
 
 
+def ansible_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment the tests run Ansible with: this one, with plain (uncoloured) output."""
+    return {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", **(extra or {})}
+
+
 def ansible(
     tool: str, *arguments: str, timeout: float = 1800, env: dict[str, str] | None = None
 ) -> AnsibleRun:
     """Run an Ansible command-line tool from the project's venv, in the repo (ansible.cfg)."""
-    environment = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", **(env or {})}
     result = subprocess.run(
         [str(VENV_BIN / tool), *arguments],
         cwd=REPO,
-        env=environment,
+        env=ansible_environment(env),
         capture_output=True,
         text=True,
         timeout=timeout,

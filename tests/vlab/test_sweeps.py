@@ -20,7 +20,16 @@ import jsonschema
 import pytest
 from miglab.results.check import check_results
 
-from .conftest import REPO, VENV_BIN, AnsibleRun, ad_hoc, ansible, host_command, playbook
+from .conftest import (
+    REPO,
+    VENV_BIN,
+    AnsibleRun,
+    ad_hoc,
+    ansible,
+    ansible_environment,
+    host_command,
+    playbook,
+)
 
 KILLED = "vnode1"
 RESULTS_ROOT = "/var/lib/miglab/results"
@@ -120,7 +129,7 @@ def sweep_run(guests: list[dict[str, Any]]) -> SweepRun:
         with subprocess.Popen(
             [str(VENV_BIN / "ansible-playbook"), *arguments],
             cwd=REPO,
-            env={"ANSIBLE_NOCOLOR": "1", "PATH": f"{VENV_BIN}:/usr/bin:/bin"},
+            env=ansible_environment(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

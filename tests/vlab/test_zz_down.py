@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ def processes_mentioning(text: str) -> list[str]:
         except OSError:  # the process ended while we looked
             continue
         line = " ".join(arg.decode(errors="replace") for arg in argv)
-        if text in line and "pytest" not in line:
+        if text in line and cmdline.parent.name != str(os.getpid()):
             found.append(f"{cmdline.parent.name}: {line}")
     return found
 
