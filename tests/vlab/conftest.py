@@ -39,8 +39,48 @@ class AnsibleRun:
 
     def recap(self, host: str) -> dict[str, int]:
         match = re.search(rf"^{re.escape(host)}\s*:\s*(.*)$", self.output, re.MULTILINE)
-        assert match, f"no PLAY RECAP line for {host}:\n{self.output[-3000:]}"
+        assert match, f"no PLAY RECAP line for {host}:\n{self.report()}"
         return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+    def report(self, state_dir: Path | None = None, console_lines: int = 25) -> str:
+        """What the reader of a failed run needs first (CI shows only part of a long
+        message): the failed tasks, the recap, then each guest's serial console tail."""
+        lines = self.output.splitlines()
+        failures: list[tuple[bool, str]] = []
+        task = ""
+        for index, line in enumerate(lines):
+            if line.startswith("TASK ["):
+                task = line
+            elif FAILURE_LINE.match(line.lstrip()):
+                block = [line]
+                for later in lines[index + 1 : index + 20]:
+                    if later.startswith(("TASK [", "PLAY ", "RUNNING HANDLER")):
+                        break
+                    block.append(later)
+                ignored = any("...ignoring" in later for later in block)
+                failures.append((ignored, "\n".join([task, *block])))
+        # Failures that stopped a host first; ignored ones (expected probes) after.
+        failures.sort(key=lambda failure: failure[0])
+        parts = [f"ansible exit code {self.returncode}; {len(failures)} failed task result(s)"]
+        parts += [text for _, text in failures[:4]]
+        recap = self.output.rfind("PLAY RECAP")
+        parts.append(self.output[recap:].strip() if recap >= 0 else self.output[-3000:])
+        parts.append(console_tails(state_dir or STATE_DIR, console_lines))
+        return "\n\n".join(parts)
+
+
+FAILURE_LINE = re.compile(r"^(fatal:|failed:|\[ERROR\]|ERROR!)")
+
+
+def console_tails(state_dir: Path, lines: int) -> str:
+    """The last lines of every guest's serial console log, control characters removed."""
+    tails = []
+    for log in sorted(state_dir.glob("*/console.log")):
+        text = log.read_bytes()[-64 * 1024 :].decode(errors="replace")
+        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]", "", text)
+        kept = [line for line in text.splitlines() if line.strip()][-lines:]
+        tails.append(f"--- console of {log.parent.name} (last {len(kept)} lines) ---\n" + "\n".join(kept))
+    return "\n".join(tails) or f"(no console logs in {state_dir})"
 
 
 def ansible_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -77,7 +117,7 @@ def lab_guests() -> list[dict[str, Any]]:
 def vlab_up() -> AnsibleRun:
     """The lab, up: the real playbook, as a user runs it."""
     run = playbook("playbooks/vlab.yml")
-    assert run.returncode == 0, run.output[-5000:]
+    assert run.returncode == 0, run.report()
     return run
 
 

@@ -30,6 +30,7 @@ from .conftest import REPO, AnsibleRun, ansible, playbook
 DEFAULT_INVENTORY = REPO / "inventory" / "vlab" / "hosts.yml"
 INVENTORY = Path(os.environ.get("MIGLAB_VLAB_INVENTORY", str(DEFAULT_INVENTORY))).resolve()
 INVENTORY_DIR = INVENTORY if INVENTORY.is_dir() else INVENTORY.parent
+LAB_STATE_DIR = INVENTORY_DIR.parent.parent / ".vlab"
 VARIANTS = yaml.safe_load(
     (INVENTORY_DIR / "group_vars" / "all" / "kernel_variants.yml").read_text()
 )
@@ -61,7 +62,7 @@ def lab_guests(request: pytest.FixtureRequest) -> list[str]:
     if INVENTORY == DEFAULT_INVENTORY.resolve():
         return [g["name"] for g in request.getfixturevalue("guests")]
     up = run("playbooks/vlab.yml")
-    assert up.returncode == 0, up.output[-5000:]
+    assert up.returncode == 0, up.report(LAB_STATE_DIR)
     guests = yaml.safe_load((INVENTORY_DIR / "group_vars" / "all" / "vlab.yml").read_text())
     return [g["name"] for g in guests["vlab_guests"]]
 
@@ -85,7 +86,7 @@ def pipeline(lab_guests: list[str], tmp_path_factory: pytest.TempPathFactory) ->
         "sweep_warmup": 1,
     }
     first = run("tests/vlab/kernel_pipeline.yml", "-e", json.dumps(extra), timeout=PIPELINE_TIMEOUT)
-    assert first.returncode == 0, first.output[-8000:]
+    assert first.returncode == 0, first.report(LAB_STATE_DIR)
     rebuild = run("playbooks/kernel_build.yml", timeout=1800)
     probes = {
         guest: [
@@ -128,7 +129,7 @@ def known_good(guest: str) -> str:
 def test_the_pipeline_ran_on_every_host(pipeline: Pipeline) -> None:
     for guest in pipeline.guests:
         recap = pipeline.first.recap(guest)
-        assert recap["failed"] == 0 and recap["unreachable"] == 0, pipeline.first.output[-5000:]
+        assert recap["failed"] == 0 and recap["unreachable"] == 0, pipeline.first.report(LAB_STATE_DIR)
 
 
 def test_vanilla_and_the_patched_variant_booted_verified_on_every_host(pipeline: Pipeline) -> None:
@@ -200,9 +201,9 @@ def test_every_host_ends_on_its_default_kernel(pipeline: Pipeline) -> None:
 
 
 def test_a_second_run_with_nothing_changed_rebuilds_nothing(pipeline: Pipeline) -> None:
-    assert pipeline.rebuild.returncode == 0, pipeline.rebuild.output[-5000:]
+    assert pipeline.rebuild.returncode == 0, pipeline.rebuild.report(LAB_STATE_DIR)
     for guest in pipeline.guests:
-        assert pipeline.rebuild.recap(guest)["changed"] == 0, pipeline.rebuild.output[-5000:]
+        assert pipeline.rebuild.recap(guest)["changed"] == 0, pipeline.rebuild.report(LAB_STATE_DIR)
     for name in ("vanilla", "broken", "miglab-test"):
         assert f"{name}: 6.12." in pipeline.rebuild.output
     assert "built, build hash" not in pipeline.rebuild.output

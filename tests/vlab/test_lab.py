@@ -59,13 +59,13 @@ def test_a_wrong_host_key_is_refused(guests: list[dict[str, Any]], tmp_path: Pat
 
 def test_up_again_changes_nothing(vlab_up: AnsibleRun) -> None:
     again = playbook("playbooks/vlab.yml")
-    assert again.returncode == 0, again.output[-3000:]
-    assert again.recap("localhost")["changed"] == 0, again.output[-3000:]
+    assert again.returncode == 0, again.report()
+    assert again.recap("localhost")["changed"] == 0, again.report()
 
 
 def test_status_reports_each_guest(guests: list[dict[str, Any]]) -> None:
     run = playbook("playbooks/vlab.yml", "-e", "vlab_state=status")
-    assert run.returncode == 0, run.output[-3000:]
+    assert run.returncode == 0, run.report()
     for guest in guests:
         assert f"{guest['name']}: running, ssh 127.0.0.1:{guest['ssh_port']}" in run.output
         assert "accel tcg" in run.output or "accel kvm" in run.output

@@ -16,7 +16,7 @@ MIB = 1024 * 1024
 @pytest.fixture(scope="module")
 def provisioned(vlab_up: AnsibleRun) -> AnsibleRun:
     run = playbook("playbooks/provision.yml")
-    assert run.returncode == 0, run.output[-5000:]
+    assert run.returncode == 0, run.report()
     return run
 
 
@@ -48,6 +48,6 @@ def test_provision_again_changes_nothing(
     provisioned: AnsibleRun, guests: list[dict[str, Any]]
 ) -> None:
     again = playbook("playbooks/provision.yml")
-    assert again.returncode == 0, again.output[-3000:]
+    assert again.returncode == 0, again.report()
     for guest in guests:
-        assert again.recap(guest["name"])["changed"] == 0, again.output[-3000:]
+        assert again.recap(guest["name"])["changed"] == 0, again.report()

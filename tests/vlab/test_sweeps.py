@@ -190,9 +190,9 @@ def test_the_kill_failed_only_the_killed_host(
     sweep_run: SweepRun, guests: list[dict[str, Any]]
 ) -> None:
     assert sweep_run.killed.returncode != 0
-    assert sweep_run.killed.recap(KILLED)["failed"] == 1, sweep_run.killed.output[-4000:]
+    assert sweep_run.killed.recap(KILLED)["failed"] == 1, sweep_run.killed.report()
     for other in (g["name"] for g in guests if g["name"] != KILLED):
-        assert sweep_run.killed.recap(other)["failed"] == 0, sweep_run.killed.output[-4000:]
+        assert sweep_run.killed.recap(other)["failed"] == 0, sweep_run.killed.report()
     status = sweep_run.status_after_kill
     assert status["done"] < status["total"], (
         f"killed in {sweep_run.killed_in_cell} after the last cell"
@@ -206,8 +206,8 @@ def test_an_abort_leaves_no_load_and_restores_the_settings(sweep_run: SweepRun) 
 
 
 def test_the_rerun_resumed_and_everything_was_collected(sweep_run: SweepRun) -> None:
-    assert sweep_run.resumed.returncode == 0, sweep_run.resumed.output[-4000:]
-    assert sweep_run.collected.returncode == 0, sweep_run.collected.output[-4000:]
+    assert sweep_run.resumed.returncode == 0, sweep_run.resumed.report()
+    assert sweep_run.collected.returncode == 0, sweep_run.collected.report()
     # The killed play put back what the dead runner had changed (from its state.json).
     section = sweep_run.killed.output.split("Restore what a killed runner left behind", 1)[1]
     assert f"changed: [{KILLED}]" in section.split("TASK [", 1)[0]

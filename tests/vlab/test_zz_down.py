@@ -29,7 +29,7 @@ def processes_mentioning(text: str) -> list[str]:
 
 def test_down_leaves_nothing_running(guests: list[dict[str, Any]]) -> None:
     run = playbook("playbooks/vlab.yml", "-e", "vlab_state=down")
-    assert run.returncode == 0, run.output[-3000:]
+    assert run.returncode == 0, run.report()
     for guest in guests:
         paths = GuestPaths.for_guest(STATE_DIR, guest["name"])
         assert not paths.pidfile.exists()
