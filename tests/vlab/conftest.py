@@ -12,12 +12,16 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from miglab.vlab import guests as guest_control
+from miglab.vlab.qemu import GuestPaths
+from miglab.vlab.topology import parse_guest
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
@@ -124,6 +128,21 @@ def vlab_up() -> AnsibleRun:
 @pytest.fixture(scope="session")
 def guests(vlab_up: AnsibleRun) -> list[dict[str, Any]]:
     return lab_guests()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def lab_answers_after_each_module() -> Iterator[None]:
+    """A guest a module left hung (a failed test kernel, a stuck reboot) is reset before the
+    next module, so one failure stays in its own module instead of failing every later one.
+    The module that hung it has failed already; the reset is printed, not hidden."""
+    yield
+    for data in lab_guests():
+        guest = parse_guest(data, "vlab_guests")
+        paths = GuestPaths.for_guest(STATE_DIR, guest.name)
+        if guest_control.running_pid(paths) is None:
+            continue
+        if guest_control.ensure_answering(guest, paths, timeout=300, reset_hung=True, hung_after=60):
+            print(f"lab: {guest.name} did not answer after this module and was reset")
 
 
 def ad_hoc(host: str, module: str, arguments: str = "") -> dict[str, Any]:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+from miglab.errors import MiglabError
 from miglab.vlab import guests as guest_control
 from miglab.vlab.qemu import GuestPaths
 
-from .conftest import STATE_DIR, AnsibleRun, ansible, playbook, read_host_file
+from .conftest import STATE_DIR, AnsibleRun, ansible, host_command, playbook, read_host_file
 
 
 def test_every_guest_runs_and_booted_through_firmware_and_grub(
@@ -90,3 +93,57 @@ def test_hard_reset_over_qmp_comes_back(guests: list[dict[str, Any]]) -> None:
     assert boot_id() != before
     # Reset is the machine's reset button: the same qemu process, a new boot.
     assert guest_control.running_pid(paths) == pid_before
+
+
+def test_up_resets_a_guest_whose_kernel_hung(guests: list[dict[str, Any]]) -> None:
+    guest = guests[0]
+    name = guest["name"]
+    before = read_host_file(name, "/proc/sys/kernel/random/boot_id").decode().strip()
+    assert host_command(name, "cat /proc/sys/kernel/panic") == "0"  # a panic stops the guest
+    # A real hang: the guest kernel panics (sysrq crash) two seconds after this returns
+    # (fire and forget, so the dying SSH connection does not hold the test).
+    crash = ansible(
+        "ansible",
+        name,
+        "-B",
+        "30",
+        "-P",
+        "0",
+        "-m",
+        "ansible.builtin.shell",
+        "-a",
+        "sleep 2; echo c > /proc/sysrq-trigger",
+    )
+    assert crash.returncode == 0, crash.output
+    deadline = time.monotonic() + 60
+    while "Kernel panic" not in guest_control.console_tail(
+        GuestPaths.for_guest(STATE_DIR, name), 40
+    ):
+        assert time.monotonic() < deadline, "the guest did not panic"
+        time.sleep(1)
+    with pytest.raises(MiglabError):
+        guest_control.wait_for_ssh_banner(guest["ssh_port"], timeout=5)
+
+    up = playbook("playbooks/vlab.yml", "-e", "vlab_hung_timeout=20")
+    assert up.returncode == 0, up.report()
+    assert f"changed: [localhost] => (item={name})" in up.output, up.report()
+    assert up.recap("localhost")["changed"] == 1, up.report()
+    after = read_host_file(name, "/proc/sys/kernel/random/boot_id").decode().strip()
+    assert after != before
+
+
+def test_up_fails_with_the_console_when_told_not_to_reset(guests: list[dict[str, Any]]) -> None:
+    guest = guests[0]
+    paths = GuestPaths.for_guest(STATE_DIR, guest["name"])
+    # A paused guest (QMP stop) is silent on SSH, as a hung one is, and costs no reboot.
+    guest_control.qmp(paths, "stop")
+    try:
+        up = playbook(
+            "playbooks/vlab.yml", "-e", "vlab_hung_timeout=5", "-e", "vlab_reset_hung=false"
+        )
+    finally:
+        guest_control.qmp(paths, "cont")
+    assert up.returncode != 0
+    assert f"guest {guest['name']}: no SSH banner" in up.output, up.report()
+    assert "console tail:" in up.output, up.report()
+    guest_control.wait_for_ssh_banner(guest["ssh_port"], timeout=60)

@@ -225,3 +225,38 @@ def wait_for_ssh_banner(port: int, timeout: float, host: str = "127.0.0.1") -> f
             pass
         time.sleep(1)
     raise MiglabError(f"no SSH banner on {host}:{port} within {timeout:.0f} s")
+
+
+def console_tail(paths: GuestPaths, lines: int = 20) -> str:
+    """The last lines of the guest's serial console log (for error messages)."""
+    try:
+        text = paths.console_log.read_bytes()[-32 * 1024 :].decode(errors="replace")
+    except OSError:
+        return "(no console log)"
+    kept = [line.rstrip() for line in text.splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def ensure_answering(
+    guest: Guest, paths: GuestPaths, timeout: float, reset_hung: bool, hung_after: float | None = None
+) -> bool:
+    """Wait for the running guest's sshd. A guest silent for `hung_after` seconds (default:
+    `timeout`; a hung test kernel, a stuck reboot) gets one press of the reset button, then
+    `timeout` seconds to boot. Returns True when it was reset."""
+    try:
+        wait_for_ssh_banner(guest.ssh_port, timeout if hung_after is None else hung_after)
+        return False
+    except MiglabError as silent:
+        if not reset_hung:
+            raise MiglabError(
+                f"guest {guest.name}: {silent}; console tail:\n{console_tail(paths)}"
+            ) from silent
+    reset(paths)
+    try:
+        wait_for_ssh_banner(guest.ssh_port, timeout)
+    except MiglabError as error:
+        raise MiglabError(
+            f"guest {guest.name}: still silent after a reset: {error}; console tail:\n"
+            f"{console_tail(paths)}"
+        ) from error
+    return True

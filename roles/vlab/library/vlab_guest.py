@@ -10,16 +10,21 @@ description:
   - C(running) makes the guest's copy-on-write disk, firmware variables and seed disk (host
     key, authorized key, hostname) when missing, then starts qemu (UEFI + GRUB from the disk)
     unless it runs. C(stopped) powers it off over QMP and removes its pid file and socket.
-    C(reset) presses the reset button over QMP. C(query) reports.
+    C(reset) presses the reset button over QMP. C(answering) waits for the running guest's
+    sshd and, with I(reset_hung), resets a guest that stays silent for I(timeout) seconds
+    (a hung kernel or reboot) once, then waits again. C(query) reports.
 options:
   guest: {description: One normalised vlab_guests entry., type: dict, required: true}
-  state: {description: Wanted state., type: str, choices: [running, stopped, reset, query], default: running}
+  state: {description: Wanted state., type: str, choices: [running, stopped, reset, answering, query], default: running}
   state_dir: {description: The lab's state directory., type: path, required: true}
   image: {description: Base image (qcow2)., type: path}
   accel: {description: kvm or tcg., type: str, choices: [kvm, tcg], default: tcg}
   ovmf_code: {description: Firmware code file., type: path, default: /usr/share/OVMF/OVMF_CODE_4M.fd}
   ovmf_vars: {description: Firmware variables template., type: path, default: /usr/share/OVMF/OVMF_VARS_4M.fd}
   authorized_key: {description: Public key the lab user accepts., type: str}
+  timeout: {description: Seconds to wait for sshd (C(answering))., type: int, default: 300}
+  reset_hung: {description: Reset a silent guest once (C(answering))., type: bool, default: true}
+  hung_timeout: {description: Seconds of silence before the reset (C(answering)); default I(timeout)., type: int}
 """
 
 from pathlib import Path
@@ -33,7 +38,7 @@ def main() -> None:
             "guest": {"type": "dict", "required": True},
             "state": {
                 "type": "str",
-                "choices": ["running", "stopped", "reset", "query"],
+                "choices": ["running", "stopped", "reset", "answering", "query"],
                 "default": "running",
             },
             "state_dir": {"type": "path", "required": True},
@@ -42,6 +47,9 @@ def main() -> None:
             "ovmf_code": {"type": "path", "default": "/usr/share/OVMF/OVMF_CODE_4M.fd"},
             "ovmf_vars": {"type": "path", "default": "/usr/share/OVMF/OVMF_VARS_4M.fd"},
             "authorized_key": {"type": "str", "no_log": False},
+            "timeout": {"type": "int", "default": 300},
+            "reset_hung": {"type": "bool", "default": True},
+            "hung_timeout": {"type": "int"},
         },
         required_if=[("state", "running", ("image", "authorized_key"))],
         supports_check_mode=True,
@@ -82,6 +90,13 @@ def main() -> None:
             changes.append("reset")
             if not module.check_mode:
                 guests.reset(paths)
+        elif state == "answering" and not module.check_mode:
+            if guests.running_pid(paths) is None:
+                raise MiglabError(f"guest {guest.name} is not running")
+            if guests.ensure_answering(
+                guest, paths, params["timeout"], params["reset_hung"], params["hung_timeout"]
+            ):
+                changes.append("reset: sshd was silent")
         current = guests.status(guest, paths)
     except MiglabError as error:
         module.fail_json(msg=str(error))
