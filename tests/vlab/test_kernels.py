@@ -38,7 +38,7 @@ BOOT_TIMEOUT = {
     v["name"]: v.get("boot_timeout", VARIANTS["kernel_variant_defaults"]["boot_timeout"])
     for v in VARIANTS["kernel_variants"]
 }
-# The whole pipeline: a first build from scratch (~10 min on 2 cores), boots under TCG, sweeps.
+# The whole pipeline: a first build from scratch (~15 min on 2 cores), boots under TCG, sweeps.
 PIPELINE_TIMEOUT = 5400
 
 
