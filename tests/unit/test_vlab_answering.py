@@ -4,6 +4,7 @@ guest's console (real sockets on localhost stand in for the guest's forwarded po
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,7 +71,7 @@ def paths_with_console(tmp_path: Path, text: str) -> GuestPaths:
 
 def test_a_guest_whose_sshd_answers_is_left_alone(sshd_port: int, tmp_path: Path) -> None:
     paths = paths_with_console(tmp_path, "vnode1 login:\n")
-    # No qemu runs here: a reset would fail, so answering without one is the only way to pass.
+    # No qemu runs here: a power cycle would fail, so answering without one is the only way to pass.
     assert guests.ensure_answering(guest_on(sshd_port), paths, timeout=10, reset_hung=True) is False
 
 
@@ -86,7 +87,7 @@ def test_a_silent_guest_is_an_error_with_its_console(silent_port: int, tmp_path:
 
 def test_a_silent_guest_that_cannot_be_reset_says_so(silent_port: int, tmp_path: Path) -> None:
     paths = paths_with_console(tmp_path, "hung\n")
-    with pytest.raises(MiglabError, match="cannot reset vnode1: it is not running"):
+    with pytest.raises(MiglabError, match="cannot power-cycle vnode1: it is not running"):
         guests.ensure_answering(
             guest_on(silent_port), paths, timeout=30, reset_hung=True, hung_after=1
         )
@@ -96,3 +97,38 @@ def test_console_tail_keeps_the_last_non_blank_lines(tmp_path: Path) -> None:
     paths = paths_with_console(tmp_path, "".join(f"line {n}\n\n" for n in range(50)))
     assert guests.console_tail(paths, 3) == "line 47\nline 48\nline 49"
     assert guests.console_tail(GuestPaths.for_guest(tmp_path, "nobody")) == "(no console log)"
+
+
+def process_gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie nobody reaped yet (daemonized qemu is re-parented)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_power_cycle_restarts_qemu_with_the_same_command_line(tmp_path: Path) -> None:
+    # A real qemu without a machine: a process with a pid file and a QMP socket, like a guest's.
+    paths = GuestPaths.for_guest(tmp_path, "vnode1")
+    paths.directory.mkdir(parents=True)
+    argv = [
+        "qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none",
+        "-monitor", "none", "-name", "miglab-unit-test",
+        "-qmp", f"unix:{paths.qmp_socket},server=on,wait=off",
+        "-pidfile", str(paths.pidfile), "-daemonize",
+    ]  # fmt: skip
+    subprocess.run(argv, check=True)
+    first = guests.running_pid(paths)
+    assert first is not None
+    try:
+        second = guests.power_cycle(paths)
+        assert second != first and guests.running_pid(paths) == second
+        assert process_gone(first)
+        assert Path(f"/proc/{second}/cmdline").read_bytes().split(b"\0")[:-1] == [
+            a.encode() for a in argv
+        ]
+    finally:
+        guests.stop(paths)
+    assert guests.running_pid(paths) is None
+    with pytest.raises(MiglabError, match="cannot power-cycle vnode1: it is not running"):
+        guests.power_cycle(paths)

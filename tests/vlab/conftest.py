@@ -132,9 +132,9 @@ def guests(vlab_up: AnsibleRun) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module", autouse=True)
 def lab_answers_after_each_module() -> Iterator[None]:
-    """A guest a module left hung (a failed test kernel, a stuck reboot) is reset before the
+    """A guest a module left hung (a failed test kernel, a stuck reboot) is power-cycled before the
     next module, so one failure stays in its own module instead of failing every later one.
-    The module that hung it has failed already; the reset is printed, not hidden."""
+    The module that hung it has failed already; the power cycle is printed, not hidden."""
     yield
     for data in lab_guests():
         guest = parse_guest(data, "vlab_guests")
@@ -142,7 +142,7 @@ def lab_answers_after_each_module() -> Iterator[None]:
         if guest_control.running_pid(paths) is None:
             continue
         if guest_control.ensure_answering(guest, paths, timeout=300, reset_hung=True, hung_after=60):
-            print(f"lab: {guest.name} did not answer after this module and was reset")
+            print(f"lab: {guest.name} did not answer after this module and was power-cycled")
 
 
 def ad_hoc(host: str, module: str, arguments: str = "") -> dict[str, Any]:

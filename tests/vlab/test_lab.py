@@ -95,30 +95,23 @@ def test_hard_reset_over_qmp_comes_back(guests: list[dict[str, Any]]) -> None:
     assert guest_control.running_pid(paths) == pid_before
 
 
-def test_up_resets_a_guest_whose_kernel_hung(guests: list[dict[str, Any]]) -> None:
+def test_up_power_cycles_a_guest_whose_kernel_hung(guests: list[dict[str, Any]]) -> None:
     guest = guests[0]
     name = guest["name"]
+    paths = GuestPaths.for_guest(STATE_DIR, name)
     before = read_host_file(name, "/proc/sys/kernel/random/boot_id").decode().strip()
+    pid_before = guest_control.running_pid(paths)
     assert host_command(name, "cat /proc/sys/kernel/panic") == "0"  # a panic stops the guest
+    console_before = paths.console_log.stat().st_size
     # A real hang: the guest kernel panics (sysrq crash) two seconds after this returns
     # (fire and forget, so the dying SSH connection does not hold the test).
     crash = ansible(
-        "ansible",
-        name,
-        "-B",
-        "30",
-        "-P",
-        "0",
-        "-m",
-        "ansible.builtin.shell",
-        "-a",
-        "sleep 2; echo c > /proc/sysrq-trigger",
-    )
+        "ansible", name, "-B", "30", "-P", "0", "-m", "ansible.builtin.shell",
+        "-a", "sleep 2; echo c > /proc/sysrq-trigger",
+    )  # fmt: skip
     assert crash.returncode == 0, crash.output
     deadline = time.monotonic() + 60
-    while "Kernel panic" not in guest_control.console_tail(
-        GuestPaths.for_guest(STATE_DIR, name), 40
-    ):
+    while b"Kernel panic" not in paths.console_log.read_bytes()[console_before:]:
         assert time.monotonic() < deadline, "the guest did not panic"
         time.sleep(1)
     with pytest.raises(MiglabError):
@@ -128,6 +121,8 @@ def test_up_resets_a_guest_whose_kernel_hung(guests: list[dict[str, Any]]) -> No
     assert up.returncode == 0, up.report()
     assert f"changed: [localhost] => (item={name})" in up.output, up.report()
     assert up.recap("localhost")["changed"] == 1, up.report()
+    # Power-cycled: a new qemu process (a cold boot), a new boot of the guest.
+    assert guest_control.running_pid(paths) not in (None, pid_before)
     after = read_host_file(name, "/proc/sys/kernel/random/boot_id").decode().strip()
     assert after != before
 

@@ -2,7 +2,7 @@
 
 `playbooks/vlab.yml` brings the lab up and down; these commands act on one running guest,
 e.g. the kernel_boot role's power-cycle command on the virtual lab is
-`miglab vlab reset vnode1 --state-dir .vlab`.
+`miglab vlab power-cycle vnode1 --state-dir .vlab`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,12 @@ def _paths(args: argparse.Namespace) -> GuestPaths:
 def reset(args: argparse.Namespace) -> int:
     guests.reset(_paths(args))
     print(f"{args.guest}: reset")
+    return 0
+
+
+def power_cycle(args: argparse.Namespace) -> int:
+    pid = guests.power_cycle(_paths(args))
+    print(f"{args.guest}: power-cycled (qemu pid {pid})")
     return 0
 
 
@@ -58,7 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     actions = vlab.add_subparsers(dest="vlab_command", required=True, metavar="ACTION")
     for name, handler, text in (
-        ("reset", reset, "hard reset over QMP (the reset button)"),
+        ("reset", reset, "hard reset over QMP (the reset button; a warm reset)"),
+        ("power-cycle", power_cycle, "power off and on: qemu restarted as it ran (a cold boot)"),
         ("poweroff", poweroff, "power off and clean up the pid file and socket"),
         ("state", state, "running or not, with QMP's status, as JSON"),
         ("console", console, "print the tail of the serial console log"),

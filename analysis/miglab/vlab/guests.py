@@ -6,6 +6,7 @@ leaves behind (socket, pid file) is removed by `stop`, so `down` leaves nothing 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -62,10 +63,13 @@ def qmp(paths: GuestPaths, command: str, **arguments: object) -> object:
     try:
         monitor.connect()
         return monitor.cmd(command, **arguments)
-    except (OSError, ConnectionError) as error:
-        raise MiglabError(f"QMP {command} on {paths.qmp_socket}: {error}") from error
+    except (OSError, ConnectionError, EOFError) as error:
+        # EOFError: qemu closed the socket first (a `quit` may go before its reply).
+        raise MiglabError(f"QMP {command} on {paths.qmp_socket}: {error!r}") from error
     finally:
-        monitor.close()
+        # After `quit`, qemu may close the socket before the client does: nothing to close.
+        with contextlib.suppress(OSError, ConnectionError, EOFError):
+            monitor.close()
 
 
 def prepare_disks(guest: Guest, paths: GuestPaths, base_image: Path, ovmf_vars: str) -> list[str]:
@@ -165,7 +169,9 @@ def stop(paths: GuestPaths, timeout: float = 15.0) -> bool:
         try:
             qmp(paths, "quit")
         except MiglabError:
-            os.kill(pid, signal.SIGTERM)
+            # No reply: qemu may be exiting already; make sure it does.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while _pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -183,6 +189,30 @@ def reset(paths: GuestPaths) -> None:
     if running_pid(paths) is None:
         raise MiglabError(f"cannot reset {paths.directory.name}: it is not running")
     qmp(paths, "system_reset")
+
+
+def power_cycle(paths: GuestPaths) -> int:
+    """Power off and on again, like a BMC's `chassis power cycle`: qemu is stopped and started
+    with the very command line it ran with, so the firmware cold-boots (a warm reset can hang
+    in OVMF, see docs/vlab.md). Returns the new qemu's pid."""
+    pid = running_pid(paths)
+    if pid is None:
+        raise MiglabError(f"cannot power-cycle {paths.directory.name}: it is not running")
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError as error:
+        raise MiglabError(f"cannot read the command line of qemu {pid}: {error}") from error
+    argv = [argument for argument in argv if argument]
+    if "-daemonize" not in argv:
+        raise MiglabError(f"qemu {pid} of {paths.directory.name} was not started daemonized")
+    stop(paths)
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    new_pid = running_pid(paths)
+    if result.returncode != 0 or new_pid is None:
+        raise MiglabError(
+            f"{paths.directory.name}: qemu did not start again: {result.stderr.strip()}"
+        )
+    return new_pid
 
 
 def running_accel(pid: int) -> str | None:
@@ -241,8 +271,8 @@ def ensure_answering(
     guest: Guest, paths: GuestPaths, timeout: float, reset_hung: bool, hung_after: float | None = None
 ) -> bool:
     """Wait for the running guest's sshd. A guest silent for `hung_after` seconds (default:
-    `timeout`; a hung test kernel, a stuck reboot) gets one press of the reset button, then
-    `timeout` seconds to boot. Returns True when it was reset."""
+    `timeout`; a hung test kernel, a stuck reboot) is power-cycled once (a cold boot), then
+    has `timeout` seconds to boot. Returns True when it was power-cycled."""
     try:
         wait_for_ssh_banner(guest.ssh_port, timeout if hung_after is None else hung_after)
         return False
@@ -251,12 +281,12 @@ def ensure_answering(
             raise MiglabError(
                 f"guest {guest.name}: {silent}; console tail:\n{console_tail(paths)}"
             ) from silent
-    reset(paths)
+    power_cycle(paths)
     try:
         wait_for_ssh_banner(guest.ssh_port, timeout)
     except MiglabError as error:
         raise MiglabError(
-            f"guest {guest.name}: still silent after a reset: {error}; console tail:\n"
+            f"guest {guest.name}: still silent after a power cycle: {error}; console tail:\n"
             f"{console_tail(paths)}"
         ) from error
     return True

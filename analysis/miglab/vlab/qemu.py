@@ -23,7 +23,9 @@ class GuestPaths:
 
     @classmethod
     def for_guest(cls, state_dir: Path, name: str) -> GuestPaths:
-        return cls(state_dir / "guests" / name)
+        # Absolute: qemu's command line must still hold after it daemonizes (cwd /) and
+        # when `power_cycle` starts it again from another directory.
+        return cls(state_dir.absolute() / "guests" / name)
 
     @property
     def disk(self) -> Path:

@@ -11,8 +11,8 @@ description:
     key, authorized key, hostname) when missing, then starts qemu (UEFI + GRUB from the disk)
     unless it runs. C(stopped) powers it off over QMP and removes its pid file and socket.
     C(reset) presses the reset button over QMP. C(answering) waits for the running guest's
-    sshd and, with I(reset_hung), resets a guest that stays silent for I(timeout) seconds
-    (a hung kernel or reboot) once, then waits again. C(query) reports.
+    sshd and, with I(reset_hung), power-cycles (cold boot) a guest that stays silent for
+    I(hung_timeout) seconds (a hung kernel or reboot) once, then waits again. C(query) reports.
 options:
   guest: {description: One normalised vlab_guests entry., type: dict, required: true}
   state: {description: Wanted state., type: str, choices: [running, stopped, reset, answering, query], default: running}
@@ -23,8 +23,8 @@ options:
   ovmf_vars: {description: Firmware variables template., type: path, default: /usr/share/OVMF/OVMF_VARS_4M.fd}
   authorized_key: {description: Public key the lab user accepts., type: str}
   timeout: {description: Seconds to wait for sshd (C(answering))., type: int, default: 300}
-  reset_hung: {description: Reset a silent guest once (C(answering))., type: bool, default: true}
-  hung_timeout: {description: Seconds of silence before the reset (C(answering)); default I(timeout)., type: int}
+  reset_hung: {description: Power-cycle a silent guest once (C(answering))., type: bool, default: true}
+  hung_timeout: {description: Seconds of silence before the power cycle (C(answering)); default I(timeout)., type: int}
 """
 
 from pathlib import Path
@@ -96,7 +96,7 @@ def main() -> None:
             if guests.ensure_answering(
                 guest, paths, params["timeout"], params["reset_hung"], params["hung_timeout"]
             ):
-                changes.append("reset: sshd was silent")
+                changes.append("power-cycled: sshd was silent")
         current = guests.status(guest, paths)
     except MiglabError as error:
         module.fail_json(msg=str(error))
