@@ -83,6 +83,7 @@ def test_a_silent_guest_is_an_error_with_its_console(silent_port: int, tmp_path:
     message = str(error.value)
     assert message.startswith("guest vnode1: no SSH banner on 127.0.0.1:")
     assert "console tail:" in message and "Kernel panic - not syncing" in message
+    assert "\x1b" not in message  # colour codes stripped
 
 
 def test_a_silent_guest_that_cannot_be_reset_says_so(silent_port: int, tmp_path: Path) -> None:

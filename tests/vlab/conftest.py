@@ -77,14 +77,13 @@ FAILURE_LINE = re.compile(r"^(fatal:|failed:|\[ERROR\]|ERROR!)")
 
 
 def console_tails(state_dir: Path, lines: int) -> str:
-    """The last lines of every guest's serial console log, control characters removed."""
-    tails = []
-    for log in sorted(state_dir.glob("*/console.log")):
-        text = log.read_bytes()[-64 * 1024 :].decode(errors="replace")
-        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]", "", text)
-        kept = [line for line in text.splitlines() if line.strip()][-lines:]
-        tails.append(f"--- console of {log.parent.name} (last {len(kept)} lines) ---\n" + "\n".join(kept))
-    return "\n".join(tails) or f"(no console logs in {state_dir})"
+    """The last lines of every guest's serial console log."""
+    tails = [
+        f"--- console of {log.parent.name} ---\n"
+        + guest_control.console_tail(GuestPaths(log.parent), lines)
+        for log in sorted((state_dir / "guests").glob("*/console.log"))
+    ]
+    return "\n".join(tails) or f"(no console logs in {state_dir}/guests)"
 
 
 def ansible_environment(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -263,6 +264,8 @@ def console_tail(paths: GuestPaths, lines: int = 20) -> str:
         text = paths.console_log.read_bytes()[-32 * 1024 :].decode(errors="replace")
     except OSError:
         return "(no console log)"
+    # Firmware and systemd colour their output: keep the text only.
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]", "", text)
     kept = [line.rstrip() for line in text.splitlines() if line.strip()]
     return "\n".join(kept[-lines:])
 
