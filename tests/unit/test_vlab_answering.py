@@ -4,7 +4,6 @@ guest's console (real sockets on localhost stand in for the guest's forwarded po
 from __future__ import annotations
 
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,38 +97,3 @@ def test_console_tail_keeps_the_last_non_blank_lines(tmp_path: Path) -> None:
     paths = paths_with_console(tmp_path, "".join(f"line {n}\n\n" for n in range(50)))
     assert guests.console_tail(paths, 3) == "line 47\nline 48\nline 49"
     assert guests.console_tail(GuestPaths.for_guest(tmp_path, "nobody")) == "(no console log)"
-
-
-def process_gone(pid: int) -> bool:
-    """Exited: no such process, or a zombie nobody reaped yet (daemonized qemu is re-parented)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
-def test_power_cycle_restarts_qemu_with_the_same_command_line(tmp_path: Path) -> None:
-    # A real qemu without a machine: a process with a pid file and a QMP socket, like a guest's.
-    paths = GuestPaths.for_guest(tmp_path, "vnode1")
-    paths.directory.mkdir(parents=True)
-    argv = [
-        "qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none",
-        "-monitor", "none", "-name", "miglab-unit-test",
-        "-qmp", f"unix:{paths.qmp_socket},server=on,wait=off",
-        "-pidfile", str(paths.pidfile), "-daemonize",
-    ]  # fmt: skip
-    subprocess.run(argv, check=True)
-    first = guests.running_pid(paths)
-    assert first is not None
-    try:
-        second = guests.power_cycle(paths)
-        assert second != first and guests.running_pid(paths) == second
-        assert process_gone(first)
-        assert Path(f"/proc/{second}/cmdline").read_bytes().split(b"\0")[:-1] == [
-            a.encode() for a in argv
-        ]
-    finally:
-        guests.stop(paths)
-    assert guests.running_pid(paths) is None
-    with pytest.raises(MiglabError, match="cannot power-cycle vnode1: it is not running"):
-        guests.power_cycle(paths)

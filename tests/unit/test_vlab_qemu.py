@@ -55,13 +55,21 @@ def test_boots_from_firmware_and_its_own_disk_not_a_kernel() -> None:
 def test_qmp_console_ssh_forward_and_pidfile() -> None:
     command, _ = make_command()
     assert option_values(command, "-qmp") == [
-        "unix:/lab/state/guests/vnode2/qmp.sock,server=on,wait=off"
+        "unix:/lab/state/guests/vnode2/qmp.sock,server=on,wait=off",
+        "unix:/lab/state/guests/vnode2/events.sock,server=on,wait=on",
     ]
     assert option_values(command, "-netdev") == ["user,id=net0,hostfwd=tcp:127.0.0.1:10023-:22"]
     assert option_values(command, "-serial") == ["chardev:console"]
     assert "path=/lab/state/guests/vnode2/console.log" in option_values(command, "-chardev")[0]
     assert option_values(command, "-pidfile") == ["/lab/state/guests/vnode2/qemu.pid"]
-    assert command[-1] == "-daemonize"
+
+
+
+def test_a_reset_ends_qemu_so_that_its_power_supply_cold_boots_it() -> None:
+    command, _ = make_command()
+    assert option_values(command, "-action") == ["reboot=shutdown"]
+    # In the foreground: the power supply (miglab.vlab.supervisor) waits for it to exit.
+    assert "-daemonize" not in command
 
 
 def test_accelerators() -> None:

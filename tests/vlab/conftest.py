@@ -77,12 +77,16 @@ FAILURE_LINE = re.compile(r"^(fatal:|failed:|\[ERROR\]|ERROR!)")
 
 
 def console_tails(state_dir: Path, lines: int) -> str:
-    """The last lines of every guest's serial console log."""
-    tails = [
-        f"--- console of {log.parent.name} ---\n"
-        + guest_control.console_tail(GuestPaths(log.parent), lines)
-        for log in sorted((state_dir / "guests").glob("*/console.log"))
-    ]
+    """The last lines of every guest's serial console log and of its power supply's log."""
+    tails = []
+    for log in sorted((state_dir / "guests").glob("*/console.log")):
+        paths = GuestPaths(log.parent)
+        tails.append(
+            f"--- console of {log.parent.name} ---\n" + guest_control.console_tail(paths, lines)
+        )
+        if paths.power_log.exists():
+            power = paths.power_log.read_text(errors="replace").splitlines()[-6:]
+            tails.append(f"--- power supply of {log.parent.name} ---\n" + "\n".join(power))
     return "\n".join(tails) or f"(no console logs in {state_dir}/guests)"
 
 

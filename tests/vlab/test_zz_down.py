@@ -1,4 +1,4 @@
-"""Last: `down` leaves no qemu process, no pid file, no socket, no held port."""
+"""Last: `down` leaves no qemu or power supply process, no pid file, no socket, no held port."""
 
 from __future__ import annotations
 
@@ -32,9 +32,10 @@ def test_down_leaves_nothing_running(guests: list[dict[str, Any]]) -> None:
     assert run.returncode == 0, run.report()
     for guest in guests:
         paths = GuestPaths.for_guest(STATE_DIR, guest["name"])
-        assert not paths.pidfile.exists()
-        assert not paths.qmp_socket.exists()
+        for leftover in (paths.pidfile, paths.power_pidfile, paths.qmp_socket, paths.events_socket):
+            assert not leftover.exists(), leftover
         assert port_is_free(guest["ssh_port"])
+        # Neither qemu nor its power supply (whose command line holds qemu's).
         assert not processes_mentioning(str(paths.pidfile))
     status = playbook("playbooks/vlab.yml", "-e", "vlab_state=status")
     assert status.returncode == 0

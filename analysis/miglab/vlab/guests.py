@@ -1,7 +1,9 @@
-"""Guest lifecycle: prepare disks and seed, start, stop, reset, query.
+"""Guest lifecycle: prepare disks and seed, start, stop, reset, power-cycle, query.
 
-A guest is "running" when its pid file names a live qemu process; everything else it
-leaves behind (socket, pid file) is removed by `stop`, so `down` leaves nothing held.
+Each guest's qemu runs under its own power supply (miglab.vlab.supervisor), which starts it
+again after a reset, so every boot is a cold boot. A guest is "running" when its pid file
+names a live qemu process (or its power supply is starting the next one); everything it
+leaves behind (sockets, pid files) is removed by `stop`, so `down` leaves nothing held.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from miglab.errors import MiglabError
@@ -35,27 +40,51 @@ class GuestStatus:
     accel: str | None
 
 
-def _pid_alive(pid: int) -> bool:
+def _process_alive(pid: int, marker: bytes) -> bool:
+    """`pid` is a live process (not a zombie) whose command line contains `marker`."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # A zombie or a recycled pid that is not our qemu does not count.
+    # A zombie or a recycled pid that is not our process does not count.
     try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"qemu-system" in cmdline
+    return stat.rsplit(")", 1)[1].split()[0] != "Z" and marker in cmdline
 
 
-def running_pid(paths: GuestPaths) -> int | None:
+def _pid_alive(pid: int) -> bool:
+    return _process_alive(pid, b"qemu-system")
+
+
+def _read_pid(pidfile: Path) -> int | None:
     try:
-        pid = int(paths.pidfile.read_text().strip())
+        return int(pidfile.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _pid_alive(pid) else None
+
+
+def power_supply_pid(paths: GuestPaths) -> int | None:
+    """The pid of the guest's power supply (miglab.vlab.supervisor), if it runs."""
+    pid = _read_pid(paths.power_pidfile)
+    return pid if pid is not None and _process_alive(pid, b"miglab.vlab.supervisor") else None
+
+
+def running_pid(paths: GuestPaths, restart_wait: float = 15.0) -> int | None:
+    """The guest's qemu pid. While its power supply restarts qemu (a reboot), waits for the
+    new one (up to `restart_wait` seconds)."""
+    deadline = time.monotonic() + restart_wait
+    while True:
+        pid = _read_pid(paths.pidfile)
+        if pid is not None and _pid_alive(pid):
+            return pid
+        if power_supply_pid(paths) is None or time.monotonic() > deadline:
+            return None
+        time.sleep(0.1)
 
 
 def qmp(paths: GuestPaths, command: str, **arguments: object) -> object:
@@ -64,7 +93,7 @@ def qmp(paths: GuestPaths, command: str, **arguments: object) -> object:
     try:
         monitor.connect()
         return monitor.cmd(command, **arguments)
-    except (OSError, ConnectionError, EOFError) as error:
+    except (OSError, ConnectionError, EOFError, QMPError) as error:
         # EOFError: qemu closed the socket first (a `quit` may go before its reply).
         raise MiglabError(f"QMP {command} on {paths.qmp_socket}: {error!r}") from error
     finally:
@@ -149,71 +178,135 @@ def write_seed(guest: Guest, paths: GuestPaths, authorized_key: str) -> bool:
     return True
 
 
+def _answering_pid(paths: GuestPaths) -> int | None:
+    """qemu's pid once it runs and its QMP monitor answers (it writes the pid file before it
+    opens its sockets, and a socket file exists a moment before it accepts)."""
+    pid = _read_pid(paths.pidfile)
+    if pid is None or not _pid_alive(pid) or not paths.qmp_socket.exists():
+        return None
+    try:
+        qmp(paths, "query-status")
+    except MiglabError:
+        return None
+    return pid
+
+
+def launch(argv: list[str], paths: GuestPaths, timeout: float = 30.0) -> int:
+    """Start qemu (`argv`, which must write `paths.pidfile` and serve `paths.events_socket`)
+    under a new power supply, detached from the caller. Returns qemu's pid once it runs."""
+    for stale in (paths.qmp_socket, paths.events_socket, paths.pidfile, paths.power_pidfile):
+        stale.unlink(missing_ok=True)
+    with paths.power_log.open("ab") as power_log:
+        supply = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "miglab.vlab.supervisor",
+                "--pidfile",
+                str(paths.power_pidfile),
+                "--events",
+                str(paths.events_socket),
+                "--",
+                *argv,
+            ],  # fmt: skip
+            stdin=subprocess.DEVNULL,
+            stdout=power_log,
+            stderr=subprocess.STDOUT,
+            cwd=paths.directory,
+            start_new_session=True,  # outlives the caller (an Ansible module, a test)
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = _answering_pid(paths)
+        if pid is not None:
+            return pid
+        if supply.poll() is not None:
+            break
+        time.sleep(0.1)
+    if supply.poll() is None:
+        supply.terminate()
+    supply.wait()
+    raise MiglabError(
+        f"guest {paths.directory.name}: qemu did not start; {paths.power_log}:\n"
+        + "\n".join(paths.power_log.read_text(errors="replace").splitlines()[-10:])
+    )
+
+
 def start(guest: Guest, paths: GuestPaths, accel: str, ovmf_code: str) -> bool:
     """Start the guest unless it runs already. Returns True when it was started."""
-    if running_pid(paths) is not None:
+    if power_supply_pid(paths) is not None or running_pid(paths) is not None:
         return False
-    paths.qmp_socket.unlink(missing_ok=True)
-    paths.pidfile.unlink(missing_ok=True)
-    result = subprocess.run(
-        guest_command(guest, paths, accel, ovmf_code), capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0 or running_pid(paths) is None:
-        raise MiglabError(f"guest {guest.name}: qemu did not start: {result.stderr.strip()}")
+    launch(guest_command(guest, paths, accel, ovmf_code), paths)
     return True
 
 
+def _wait_gone(pid: int | None, alive: Callable[[int], bool], timeout: float) -> None:
+    """Wait for `pid` to exit; SIGKILL it after `timeout` seconds."""
+    if pid is None:
+        return
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        while alive(pid):
+            time.sleep(0.1)
+
+
 def stop(paths: GuestPaths, timeout: float = 15.0) -> bool:
-    """Power the guest off (QMP quit; SIGKILL if it does not go) and clean up. True if it ran."""
-    pid = running_pid(paths)
-    if pid is not None:
+    """Power the guest off (its power supply's switch; QMP quit for a qemu without one;
+    SIGKILL what does not go) and clean up. True if it ran."""
+    supply = power_supply_pid(paths)
+    pid = running_pid(paths, restart_wait=0)
+    if supply is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(supply, signal.SIGTERM)
+    elif pid is not None:
         try:
             qmp(paths, "quit")
         except MiglabError:
             # No reply: qemu may be exiting already; make sure it does.
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-            while _pid_alive(pid):
-                time.sleep(0.1)
-    paths.qmp_socket.unlink(missing_ok=True)
-    paths.pidfile.unlink(missing_ok=True)
-    return pid is not None
+    _wait_gone(pid, _pid_alive, timeout)
+    _wait_gone(supply, lambda p: _process_alive(p, b"miglab.vlab.supervisor"), timeout)
+    for leftover in (paths.qmp_socket, paths.events_socket, paths.pidfile, paths.power_pidfile):
+        leftover.unlink(missing_ok=True)
+    return pid is not None or supply is not None
 
 
 def reset(paths: GuestPaths) -> None:
-    """Hard reset, like a server's reset button (used to recover a hung test kernel)."""
+    """The reset button (QMP system_reset). The power supply turns it into a cold boot."""
     if running_pid(paths) is None:
         raise MiglabError(f"cannot reset {paths.directory.name}: it is not running")
     qmp(paths, "system_reset")
 
 
-def power_cycle(paths: GuestPaths) -> int:
-    """Power off and on again, like a BMC's `chassis power cycle`: qemu is stopped and started
-    with the very command line it ran with, so the firmware cold-boots (a warm reset can hang
-    in OVMF, see docs/vlab.md). Returns the new qemu's pid."""
+def power_cycle(paths: GuestPaths, timeout: float = 30.0) -> int:
+    """Power off and on again, like a BMC's `chassis power cycle`: the power supply stops
+    qemu and starts it again with the same command line, so the firmware cold-boots.
+    Returns the new qemu's pid."""
     pid = running_pid(paths)
-    if pid is None:
-        raise MiglabError(f"cannot power-cycle {paths.directory.name}: it is not running")
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-    except OSError as error:
-        raise MiglabError(f"cannot read the command line of qemu {pid}: {error}") from error
-    argv = [argument for argument in argv if argument]
-    if "-daemonize" not in argv:
-        raise MiglabError(f"qemu {pid} of {paths.directory.name} was not started daemonized")
-    stop(paths)
-    result = subprocess.run(argv, capture_output=True, text=True, check=False)
-    new_pid = running_pid(paths)
-    if result.returncode != 0 or new_pid is None:
+    supply = power_supply_pid(paths)
+    if pid is None or supply is None:
         raise MiglabError(
-            f"{paths.directory.name}: qemu did not start again: {result.stderr.strip()}"
+            f"cannot power-cycle {paths.directory.name}: it is not running"
+            + ("" if pid is None else " under miglab's power supply (run vlab down, then up)")
         )
-    return new_pid
+    os.kill(supply, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new_pid = _answering_pid(paths)
+        if new_pid not in (None, pid):
+            return new_pid
+        if power_supply_pid(paths) is None:
+            break
+        time.sleep(0.1)
+    raise MiglabError(
+        f"{paths.directory.name}: qemu did not start again; {paths.power_log}:\n"
+        + "\n".join(paths.power_log.read_text(errors="replace").splitlines()[-10:])
+    )
 
 
 def running_accel(pid: int) -> str | None:
@@ -271,7 +364,11 @@ def console_tail(paths: GuestPaths, lines: int = 20) -> str:
 
 
 def ensure_answering(
-    guest: Guest, paths: GuestPaths, timeout: float, reset_hung: bool, hung_after: float | None = None
+    guest: Guest,
+    paths: GuestPaths,
+    timeout: float,
+    reset_hung: bool,
+    hung_after: float | None = None,
 ) -> bool:
     """Wait for the running guest's sshd. A guest silent for `hung_after` seconds (default:
     `timeout`; a hung test kernel, a stuck reboot) is power-cycled once (a cold boot), then

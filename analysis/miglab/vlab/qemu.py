@@ -23,8 +23,7 @@ class GuestPaths:
 
     @classmethod
     def for_guest(cls, state_dir: Path, name: str) -> GuestPaths:
-        # Absolute: qemu's command line must still hold after it daemonizes (cwd /) and
-        # when `power_cycle` starts it again from another directory.
+        # Absolute: qemu's command line must hold whatever directory it is started from.
         return cls(state_dir.absolute() / "guests" / name)
 
     @property
@@ -50,6 +49,20 @@ class GuestPaths:
     @property
     def pidfile(self) -> Path:
         return self.directory / "qemu.pid"
+
+    @property
+    def events_socket(self) -> Path:
+        """The QMP socket the guest's power supply (supervisor) reads events from."""
+        return self.directory / "events.sock"
+
+    @property
+    def power_pidfile(self) -> Path:
+        return self.directory / "power.pid"
+
+    @property
+    def power_log(self) -> Path:
+        """What the power supply did (starts, resets turned into power cycles) and qemu's stderr."""
+        return self.directory / "power.log"
 
     @property
     def host_key(self) -> Path:
@@ -84,9 +97,9 @@ def guest_command(
     paths: GuestPaths,
     accel: str,
     ovmf_code: str = DEFAULT_OVMF_CODE,
-    daemonize: bool = True,
 ) -> list[str]:
-    """The full qemu command line: UEFI firmware, GRUB from the guest's own disk."""
+    """The full qemu command line: UEFI firmware, GRUB from the guest's own disk. It runs
+    under the guest's power supply (miglab.vlab.supervisor), which restarts it after a reset."""
     command = [
         QEMU,
         "-name",
@@ -113,6 +126,12 @@ def guest_command(
         "virtio-net-pci,netdev=net0",
         "-qmp",
         f"unix:{paths.qmp_socket},server=on,wait=off",
+        # wait=on: the machine starts only once the power supply listens, so no reset is missed.
+        "-qmp",
+        f"unix:{paths.events_socket},server=on,wait=on",
+        # A reset ends qemu; the power supply starts it again: every boot is a cold boot.
+        "-action",
+        "reboot=shutdown",
         "-chardev",
         f"file,id=console,path={paths.console_log},append=on",
         "-serial",
@@ -124,8 +143,6 @@ def guest_command(
         "-pidfile",
         str(paths.pidfile),
     ]
-    if daemonize:
-        command.append("-daemonize")
     return command
 
 
