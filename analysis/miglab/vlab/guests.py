@@ -191,6 +191,12 @@ def _answering_pid(paths: GuestPaths) -> int | None:
     return pid
 
 
+def _power_log_tail(paths: GuestPaths, lines: int = 10) -> str:
+    """The end of what the power supply and qemu said (for error messages)."""
+    said = paths.power_log.read_text(errors="replace").splitlines()[-lines:]
+    return f"{paths.power_log}:\n" + "\n".join(said)
+
+
 def launch(argv: list[str], paths: GuestPaths, timeout: float = 30.0) -> int:
     """Start qemu (`argv`, which must write `paths.pidfile` and serve `paths.events_socket`)
     under a new power supply, detached from the caller. Returns qemu's pid once it runs."""
@@ -208,7 +214,7 @@ def launch(argv: list[str], paths: GuestPaths, timeout: float = 30.0) -> int:
                 str(paths.events_socket),
                 "--",
                 *argv,
-            ],  # fmt: skip
+            ],
             stdin=subprocess.DEVNULL,
             stdout=power_log,
             stderr=subprocess.STDOUT,
@@ -227,8 +233,7 @@ def launch(argv: list[str], paths: GuestPaths, timeout: float = 30.0) -> int:
         supply.terminate()
     supply.wait()
     raise MiglabError(
-        f"guest {paths.directory.name}: qemu did not start; {paths.power_log}:\n"
-        + "\n".join(paths.power_log.read_text(errors="replace").splitlines()[-10:])
+        f"guest {paths.directory.name}: qemu did not start; {_power_log_tail(paths)}"
     )
 
 
@@ -263,6 +268,7 @@ def stop(paths: GuestPaths, timeout: float = 15.0) -> bool:
         with contextlib.suppress(ProcessLookupError):
             os.kill(supply, signal.SIGTERM)
     elif pid is not None:
+        # A qemu without a power supply (started by an older miglab): QMP quit.
         try:
             qmp(paths, "quit")
         except MiglabError:
@@ -304,8 +310,7 @@ def power_cycle(paths: GuestPaths, timeout: float = 30.0) -> int:
             break
         time.sleep(0.1)
     raise MiglabError(
-        f"{paths.directory.name}: qemu did not start again; {paths.power_log}:\n"
-        + "\n".join(paths.power_log.read_text(errors="replace").splitlines()[-10:])
+        f"{paths.directory.name}: qemu did not start again; {_power_log_tail(paths)}"
     )
 
 
