@@ -64,7 +64,6 @@ def test_qmp_console_ssh_forward_and_pidfile() -> None:
     assert option_values(command, "-pidfile") == ["/lab/state/guests/vnode2/qemu.pid"]
 
 
-
 def test_a_reset_ends_qemu_so_that_its_power_supply_cold_boots_it() -> None:
     command, _ = make_command()
     assert option_values(command, "-action") == ["reboot=shutdown"]

@@ -85,8 +85,10 @@ def console_tails(state_dir: Path, lines: int) -> str:
             f"--- console of {log.parent.name} ---\n" + guest_control.console_tail(paths, lines)
         )
         if paths.power_log.exists():
-            power = paths.power_log.read_text(errors="replace").splitlines()[-6:]
-            tails.append(f"--- power supply of {log.parent.name} ---\n" + "\n".join(power))
+            tails.append(
+                f"--- power supply of {log.parent.name} ---\n"
+                + guest_control.power_log_tail(paths, 6)
+            )
     return "\n".join(tails) or f"(no console logs in {state_dir}/guests)"
 
 

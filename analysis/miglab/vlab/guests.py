@@ -61,6 +61,10 @@ def _pid_alive(pid: int) -> bool:
     return _process_alive(pid, b"qemu-system")
 
 
+def _supply_alive(pid: int) -> bool:
+    return _process_alive(pid, b"miglab.vlab.supervisor")
+
+
 def _read_pid(pidfile: Path) -> int | None:
     try:
         return int(pidfile.read_text().strip())
@@ -71,7 +75,7 @@ def _read_pid(pidfile: Path) -> int | None:
 def power_supply_pid(paths: GuestPaths) -> int | None:
     """The pid of the guest's power supply (miglab.vlab.supervisor), if it runs."""
     pid = _read_pid(paths.power_pidfile)
-    return pid if pid is not None and _process_alive(pid, b"miglab.vlab.supervisor") else None
+    return pid if pid is not None and _supply_alive(pid) else None
 
 
 def running_pid(paths: GuestPaths, restart_wait: float = 15.0) -> int | None:
@@ -191,7 +195,7 @@ def _answering_pid(paths: GuestPaths) -> int | None:
     return pid
 
 
-def _power_log_tail(paths: GuestPaths, lines: int = 10) -> str:
+def power_log_tail(paths: GuestPaths, lines: int = 10) -> str:
     """The end of what the power supply and qemu said (for error messages)."""
     said = paths.power_log.read_text(errors="replace").splitlines()[-lines:]
     return f"{paths.power_log}:\n" + "\n".join(said)
@@ -200,7 +204,7 @@ def _power_log_tail(paths: GuestPaths, lines: int = 10) -> str:
 def launch(argv: list[str], paths: GuestPaths, timeout: float = 30.0) -> int:
     """Start qemu (`argv`, which must write `paths.pidfile` and serve `paths.events_socket`)
     under a new power supply, detached from the caller. Returns qemu's pid once it runs."""
-    for stale in (paths.qmp_socket, paths.events_socket, paths.pidfile, paths.power_pidfile):
+    for stale in paths.runtime_files:
         stale.unlink(missing_ok=True)
     with paths.power_log.open("ab") as power_log:
         supply = subprocess.Popen(
@@ -233,7 +237,7 @@ def launch(argv: list[str], paths: GuestPaths, timeout: float = 30.0) -> int:
         supply.terminate()
     supply.wait()
     raise MiglabError(
-        f"guest {paths.directory.name}: qemu did not start; {_power_log_tail(paths)}"
+        f"guest {paths.directory.name}: qemu did not start; {power_log_tail(paths)}"
     )
 
 
@@ -276,8 +280,8 @@ def stop(paths: GuestPaths, timeout: float = 15.0) -> bool:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
     _wait_gone(pid, _pid_alive, timeout)
-    _wait_gone(supply, lambda p: _process_alive(p, b"miglab.vlab.supervisor"), timeout)
-    for leftover in (paths.qmp_socket, paths.events_socket, paths.pidfile, paths.power_pidfile):
+    _wait_gone(supply, _supply_alive, timeout)
+    for leftover in paths.runtime_files:
         leftover.unlink(missing_ok=True)
     return pid is not None or supply is not None
 
@@ -310,7 +314,7 @@ def power_cycle(paths: GuestPaths, timeout: float = 30.0) -> int:
             break
         time.sleep(0.1)
     raise MiglabError(
-        f"{paths.directory.name}: qemu did not start again; {_power_log_tail(paths)}"
+        f"{paths.directory.name}: qemu did not start again; {power_log_tail(paths)}"
     )
 
 

@@ -65,6 +65,11 @@ class GuestPaths:
         return self.directory / "power.log"
 
     @property
+    def runtime_files(self) -> tuple[Path, ...]:
+        """What a running guest holds: removed before a start and after a stop."""
+        return (self.qmp_socket, self.events_socket, self.pidfile, self.power_pidfile)
+
+    @property
     def host_key(self) -> Path:
         return self.directory / "ssh_host_ed25519_key"
 
