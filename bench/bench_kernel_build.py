@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-TOOL = REPO / "roles" / "kernel_build" / "files" / "miglab_kbuild.py"
+HOST_DIR = REPO / "host"  # the build tool: python3 -m miglab_host kbuild, run from here
 VARIANTS = REPO / "inventory" / "vlab" / "group_vars" / "all" / "kernel_variants.yml"
 BASE_DIR = REPO / "kernels" / "vlab"
 
@@ -63,7 +63,8 @@ def spec(name: str, work: Path, jobs: int) -> dict[str, Any]:
 def timed_build(data: dict[str, Any]) -> tuple[float, dict[str, Any]]:
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, str(TOOL), "build", "--spec-json", json.dumps(data)],
+        [sys.executable, "-m", "miglab_host", "kbuild", "build", "--spec-json", json.dumps(data)],
+        cwd=HOST_DIR,
         capture_output=True,
         text=True,
         check=False,

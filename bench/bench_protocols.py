@@ -81,7 +81,7 @@ def author():
 
 def miglab():
     sys.path.insert(0, a.runner_dir)
-    from miglab_runner.plan import expand
+    from miglab_host.plan import expand
     kinds = []
     for kind, _ in cells:
         if kind not in kinds:
@@ -95,7 +95,7 @@ def miglab():
         plan = expand(d)
         with open(os.path.join(tmp, "plan.json"), "w") as f:
             json.dump(plan, f)
-        argv = [sys.executable, "-m", "miglab_runner", "run", "--plan",
+        argv = [sys.executable, "-m", "miglab_host", "run", "--plan",
                 os.path.join(tmp, "plan.json"), "--results-root", tmp, "--host", "bench",
                 "--migbench", a.migbench, "--sys-root", a.sys_root] + (
                     ["--test-loopback"] if a.loopback else [])
@@ -220,7 +220,7 @@ def run_local(args: argparse.Namespace) -> str:
                 ],
                 check=True,
             )
-            runner_dir = str(REPO / "roles/sweep/files")
+            runner_dir = str(REPO / "host")
             sys_root = os.path.join(tmp, "root")
             for rel, text in (
                 ("sys/kernel/mm/transparent_hugepage/enabled", "always [madvise] never"),
@@ -261,7 +261,7 @@ def main() -> int:
     p.add_argument("--idle-max", type=float, default=25.0, help="miglab's idle check limit (%%)")
     p.add_argument("--only", choices=["author", "miglab"])
     p.add_argument("--migbench", default="/opt/miglab/migbench/bin/migbench")
-    p.add_argument("--runner-dir", default="/opt/miglab/sweep")
+    p.add_argument("--runner-dir", default="/opt/miglab/host", help="the host package dir")
     p.add_argument("--python", default="/usr/bin/python3", help="python3 on the host")
     p.add_argument("--no-sudo", dest="sudo", action="store_false", help="ssh as root already")
     p.add_argument(

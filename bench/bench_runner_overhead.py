@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RUNNER_DIR = REPO / "roles" / "sweep" / "files"
+RUNNER_DIR = REPO / "host"
 GOAL = 0.05
 
 
@@ -173,7 +173,7 @@ def local_sweep(workdir: Path, reps: int, matrix: str = "small") -> Path:
     (node / "has_memory").write_text("0\n")
     (node / "node0/meminfo").write_text("Node 0 MemTotal:       4194304 kB\n")
     sys.path.insert(0, str(RUNNER_DIR))
-    from miglab_runner.plan import expand
+    from miglab_host.plan import expand
 
     real_thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
     kinds = ["base"]
@@ -201,7 +201,7 @@ def local_sweep(workdir: Path, reps: int, matrix: str = "small") -> Path:
         [
             sys.executable,
             "-m",
-            "miglab_runner",
+            "miglab_host",
             "run",
             "--plan",
             str(workdir / "plan.json"),

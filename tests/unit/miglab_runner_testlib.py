@@ -1,7 +1,7 @@
-"""Helpers for the miglab_runner / migbench unit tests (not a test module itself).
+"""Helpers for the miglab_host / migbench unit tests (not a test module itself).
 
-Puts roles/sweep/files on sys.path (the runner is shipped to hosts as plain files, not as an
-installed package), builds fake knob trees, compiles migbench, and provides a *fake* migbench
+Puts host/ on sys.path (the host package runs on the hosts from plain files, with their own
+python3; the venv has it installed too), builds fake knob trees, compiles migbench, and provides a *fake* migbench
 for the resume/duplicate tests (see FAKE_MIGBENCH: the real binary cannot migrate on this
 one-node machine; the real check of the same logic is a virtual-lab test).
 """
@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-RUNNER_DIR = REPO / "roles" / "sweep" / "files"
+RUNNER_DIR = REPO / "host"
 MIGBENCH_SRC = REPO / "roles" / "migbench" / "files" / "migbench.c"
-SCHEMA_PATH = REPO / "analysis" / "miglab" / "data" / "results-schema.json"
+SCHEMA_PATH = RUNNER_DIR / "miglab_host" / "results-schema.json"
 
-# no __pycache__ inside roles/sweep/files: the role ships that directory to the hosts
+# no __pycache__ inside host/: tests run the package from there, as a host does
 sys.dont_write_bytecode = True
 if str(RUNNER_DIR) not in sys.path:
     sys.path.insert(0, str(RUNNER_DIR))
@@ -56,6 +56,7 @@ def fake_host_tree(root: Path, nodes: int = 2, mthp: tuple[str, ...] = ()) -> Pa
     for size in mthp:
         write(root, f"{thp}/hugepages-{size}/enabled", "always inherit madvise [never]")
     write(root, "proc/sys/kernel/numa_balancing", "1")
+    write(root, "proc/cmdline", "BOOT_IMAGE=/boot/vmlinuz-fake root=/dev/fake ro")
     write(root, "proc/sys/vm/compact_memory", "")
     write(root, "sys/devices/system/node/has_memory", "0" if nodes == 1 else f"0-{nodes - 1}")
     for n in range(nodes):
@@ -214,7 +215,7 @@ def run_runner(
     argv = [
         sys.executable,
         "-m",
-        "miglab_runner",
+        "miglab_host",
         "run",
         "--plan",
         str(plan_path),

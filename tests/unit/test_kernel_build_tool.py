@@ -1,4 +1,4 @@
-"""The kernel build tool (roles/kernel_build/files/miglab_kbuild.py): build hash, config
+"""The kernel build tool (host/miglab_host/kbuild.py): build hash, config
 checks, atomic patching, and caching, on a tiny fake kernel tree (no compiler needed)."""
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kernel_testlib import KBUILD, MIGRATE_C, diff, load, mail, make_source_tarball
-
-kb = load(KBUILD, "miglab_kbuild")
+from kernel_testlib import HOST_DIR, MIGRATE_C, diff, mail, make_source_tarball
+from miglab_host import kbuild as kb
 
 CONFIG = 'CONFIG_LOCALVERSION="-vanilla-0123abcd"\nCONFIG_NUMA=y\nCONFIG_MIGRATION=y\n# CONFIG_EFI is not set\n'
 
@@ -259,7 +258,8 @@ def spec(tmp_path: Path, tarball: Path, **changes: Any) -> dict[str, Any]:
 
 def run_tool(data: dict[str, Any], action: str = "build") -> tuple[int, dict[str, Any]]:
     result = subprocess.run(
-        ["python3", str(KBUILD), action, "--spec-json", json.dumps(data)],
+        ["python3", "-m", "miglab_host", "kbuild", action, "--spec-json", json.dumps(data)],
+        cwd=HOST_DIR,
         capture_output=True,
         text=True,
         check=False,

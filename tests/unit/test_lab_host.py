@@ -9,12 +9,10 @@ so the role succeeds with lab_host_min_numa_nodes=1 and fails with the default o
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -25,7 +23,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".venv" / "bin"
-SCRIPT = REPO / "roles" / "lab_host" / "files" / "miglab_labfacts.py"
 PLAYBOOK = "playbooks/provision.yml"
 NODE_DIR = Path("/sys/devices/system/node")
 THP_DIR = Path("/sys/kernel/mm/transparent_hugepage")
@@ -89,11 +86,10 @@ def validate_labfacts(facts: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def labfacts() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("miglab_labfacts", SCRIPT)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The host package's facts module (what `python3 -m miglab_host facts` prints)."""
+    from miglab_host import facts
+
+    return facts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,10 +178,12 @@ def test_gather_fake_grace(labfacts: ModuleType, tmp_path: Path) -> None:
     validate_labfacts(facts)
 
 
-def test_script_prints_the_json_for_a_root(tmp_path: Path) -> None:
-    # As Ansible runs it (an executable custom fact prints JSON on stdout), with a root argument.
+def test_facts_command_prints_the_json_for_a_root(tmp_path: Path) -> None:
+    # As a host runs it: the host's own python3 (standard library only), from the package dir.
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(fake_grace(tmp_path))],
+        ["/usr/bin/python3", "-m", "miglab_host", "facts", str(fake_grace(tmp_path))],
+        cwd=REPO / "host",
+        env={"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"},
         capture_output=True,
         text=True,
         timeout=60,
@@ -196,12 +194,6 @@ def test_script_prints_the_json_for_a_root(tmp_path: Path) -> None:
     validate_labfacts(facts)
     assert facts["numa_nodes"] == GRACE_EXPECTED["numa_nodes"]
     assert facts["cpu_model"] == "Neoverse-V2"
-
-
-def test_script_is_stdlib_only() -> None:
-    imports = re.findall(r"^(?:from|import) (\w+)", SCRIPT.read_text(), re.MULTILINE)
-    assert set(imports) <= {"__future__", "glob", "json", "os", "re", "sys"}, imports
-    assert SCRIPT.read_text().startswith("#!/usr/bin/env python3\n")
 
 
 def test_gather_without_numa_or_thp(labfacts: ModuleType, tmp_path: Path) -> None:
@@ -418,6 +410,7 @@ def ansible_playbook(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., 
 def role_vars(workdir: Path, **extra: Any) -> dict[str, Any]:
     return {
         "lab_host_install_packages": False,
+        "host_package_dir": str(workdir / "host"),
         "lab_host_fact_dir": str(workdir / "facts.d"),
         "lab_host_facts_path": str(workdir / "lib" / "lab-facts.json"),
         **extra,
@@ -497,8 +490,12 @@ def test_role_publishes_the_same_facts_and_installs_the_custom_fact(
     ]
     assert published == [written_facts(single_node_run)], run.output
     fact = Path(single_node_run["vars"]["lab_host_fact_dir"]) / "miglab.fact"
-    assert fact.read_bytes() == SCRIPT.read_bytes()
     assert fact.stat().st_mode & 0o777 == 0o755
+    # The custom fact runs the shipped package with the host's python3, as Ansible would.
+    shipped = Path(single_node_run["vars"]["host_package_dir"]) / "miglab_host" / "facts.py"
+    assert shipped.read_bytes() == (REPO / "host" / "miglab_host" / "facts.py").read_bytes()
+    proc = subprocess.run([str(fact)], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(proc.stdout)["schema"] == "miglab.labfacts/1"
     path = Path(single_node_run["vars"]["lab_host_facts_path"])
     assert path.stat().st_mode & 0o777 == 0o644
     # packages were skipped as asked, not installed

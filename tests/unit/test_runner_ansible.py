@@ -31,7 +31,8 @@ def inventory(tmp_path: Path, **over) -> Path:
     host = tmp_path / "host"
     lab_vars = {
         "sweep_run_id": "ansible-unit",
-        "sweep_runner_dir": str(host / "sweep"),
+        "sweep_plan_dir": str(host / "sweep" / "plans"),
+        "host_package_dir": str(host / "package"),
         "sweep_results_root": str(host / "results"),
         "sweep_migbench": str(host / "migbench" / "bin" / "migbench"),
         "sweep_migbench_build": str(host / "migbench" / "build.json"),
@@ -183,7 +184,7 @@ def test_polling_survives_then_gives_up_on_an_unreachable_host(tmp_path):
             "vars": {
                 "sweep_poll_interval": 1,
                 "sweep_poll_unreachable_max": 2,
-                "sweep_runner_dir": str(REPO / "roles/sweep/files"),
+                "host_package_dir": str(REPO / "host"),
                 "sweep_results_root": str(tmp_path / "results"),
             },
             "tasks": [

@@ -7,8 +7,8 @@ import json
 
 import miglab_runner_testlib  # noqa: F401 (puts the runner on sys.path: import it first)
 import pytest
-from miglab_runner.journal import RunDir, write_json_atomic
-from miglab_runner.knobs import (
+from miglab_host.journal import RunDir, write_json_atomic
+from miglab_host.knobs import (
     KnobError,
     KnobSession,
     Restorer,
@@ -19,8 +19,8 @@ from miglab_runner.knobs import (
     parse_copy_config,
     selected_value,
 )
-from miglab_runner.runner import boot_id, restore_from_state
-from miglab_runner.tuning import HostTuning, offered_sizes
+from miglab_host.runner import boot_id, restore_from_state
+from miglab_host.tuning import HostTuning, offered_sizes
 from miglab_runner_testlib import add_profile_knobs, fake_host_tree, read, write
 
 PROFILES = ["mt_sysctl_v1", "cpu_mt_v2", "dcbm_sysfs_v4", "dcbm_module_v6"]

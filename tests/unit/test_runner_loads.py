@@ -13,9 +13,9 @@ import time
 
 import miglab_runner_testlib  # noqa: F401 (puts the runner on sys.path: import it first)
 import pytest
-from miglab_runner import procs
-from miglab_runner.loads import IdleLoad, LoadError, StressLoad, parse_stress_yaml
-from miglab_runner.plan import expand
+from miglab_host import procs
+from miglab_host.loads import IdleLoad, LoadError, StressLoad, parse_stress_yaml
+from miglab_host.plan import expand
 from miglab_runner_testlib import RUNNER_DIR, definition, fake_host_tree, fake_migbench
 
 STRESS_NG = shutil.which("stress-ng")
@@ -150,7 +150,7 @@ def test_no_stress_ng_left_after_the_runner_is_killed(tmp_path):
         [
             sys.executable,
             "-m",
-            "miglab_runner",
+            "miglab_host",
             "run",
             "--plan",
             str(tmp_path / "plan.json"),
@@ -203,7 +203,7 @@ def test_busy_sweep_records_load_metrics_and_stops_stress_ng(tmp_path):
         [
             sys.executable,
             "-m",
-            "miglab_runner",
+            "miglab_host",
             "run",
             "--plan",
             str(tmp_path / "plan.json"),
@@ -247,7 +247,7 @@ def test_children_run_at_normal_priority_while_the_runner_is_raised():
     code = (
         "import os, subprocess, sys\n"
         f"sys.path.insert(0, {str(RUNNER_DIR)!r})\n"
-        "from miglab_runner import procs\n"
+        "from miglab_host import procs\n"
         "procs.raise_runner_priority()\n"
         "child = subprocess.run([sys.executable, '-c', 'import os; print(os.nice(0))'],\n"
         "                       capture_output=True, text=True, preexec_fn=procs.die_with_parent)\n"

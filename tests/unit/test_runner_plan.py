@@ -1,4 +1,4 @@
-"""Plan expansion and validation (miglab_runner.plan), including the inventories' sweeps."""
+"""Plan expansion and validation (miglab_host.plan), including the inventories' sweeps."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import miglab_runner_testlib  # noqa: F401 (puts the runner on sys.path: import it first)
 import pytest
 import yaml
-from miglab_runner import plan as planmod
-from miglab_runner.plan import PlanError, expand, load_plan
+from miglab_host import plan as planmod
+from miglab_host.plan import PlanError, expand, load_plan
 from miglab_runner_testlib import REPO, RUNNER_DIR, definition
 
 
@@ -244,7 +244,7 @@ def test_shell_metacharacters_are_rejected_with_the_key(value):
 def test_plan_command_line_names_the_key():
     d = definition(page_counts={"base": [32], "2M": [0]})
     r = subprocess.run(
-        [sys.executable, "-m", "miglab_runner", "plan", "--definition", "-"],
+        [sys.executable, "-m", "miglab_host", "plan", "--definition", "-"],
         input=json.dumps(d),
         capture_output=True,
         text=True,

@@ -11,9 +11,9 @@ import os
 import jsonschema
 import miglab_runner_testlib  # noqa: F401 (puts the runner on sys.path: import it first)
 import pytest
-from miglab_runner import SAMPLE_SCHEMA
-from miglab_runner.plan import expand
-from miglab_runner.records import REQUIRED, build_record, problems
+from miglab_host import SAMPLE_SCHEMA
+from miglab_host.plan import expand
+from miglab_host.records import REQUIRED, build_record, problems
 from miglab_runner_testlib import (
     compile_migbench,
     definition,

@@ -20,8 +20,8 @@ from collections import Counter
 
 import miglab_runner_testlib  # noqa: F401 (puts the runner on sys.path: import it first)
 import pytest
-from miglab_runner.journal import RunDir
-from miglab_runner.plan import expand
+from miglab_host.journal import RunDir
+from miglab_host.plan import expand
 from miglab_runner_testlib import (
     RUNNER_DIR,
     add_profile_knobs,
@@ -262,7 +262,7 @@ def test_status_reports_progress_and_a_dead_runner(lab):
 
     def status():
         out = subprocess.run(
-            [sys.executable, "-m", "miglab_runner", "status", "--run-dir", str(lab["run_dir"])],
+            [sys.executable, "-m", "miglab_host", "status", "--run-dir", str(lab["run_dir"])],
             capture_output=True,
             text=True,
             env=env,
@@ -292,7 +292,7 @@ def test_second_runner_waits_for_the_first_then_resumes(lab):
     argv = [
         sys.executable,
         "-m",
-        "miglab_runner",
+        "miglab_host",
         "run",
         "--plan",
         str(lab["plan_path"]),
@@ -330,7 +330,7 @@ def test_stop_command_stops_a_running_runner_and_restores(lab):
     argv = [
         sys.executable,
         "-m",
-        "miglab_runner",
+        "miglab_host",
         "run",
         "--plan",
         str(lab["plan_path"]),
@@ -357,7 +357,7 @@ def test_stop_command_stops_a_running_runner_and_restores(lab):
         [
             sys.executable,
             "-m",
-            "miglab_runner",
+            "miglab_host",
             "stop",
             "--run-dir",
             str(lab["run_dir"]),
@@ -378,7 +378,7 @@ def test_stop_command_stops_a_running_runner_and_restores(lab):
     assert_host_restored(lab)
     # stopping again is a no-op
     again = subprocess.run(
-        [sys.executable, "-m", "miglab_runner", "stop", "--run-dir", str(lab["run_dir"])],
+        [sys.executable, "-m", "miglab_host", "stop", "--run-dir", str(lab["run_dir"])],
         capture_output=True,
         text=True,
         env=env,

@@ -33,7 +33,7 @@ from .conftest import (
 
 KILLED = "vnode1"
 RESULTS_ROOT = "/var/lib/miglab/results"
-SCHEMA = json.loads((REPO / "analysis" / "miglab" / "data" / "results-schema.json").read_text())
+SCHEMA = json.loads((REPO / "host" / "miglab_host" / "results-schema.json").read_text())
 # What the sweep changes (sweep_tuning: numa_balancing 0, THP madvise/madvise), set beforehand
 # to other values so that a restore is visible rather than a coincidence.
 TUNING_FILES = {
@@ -75,7 +75,7 @@ def leftovers(host: str) -> str:
 def runner_status(host: str, run_id: str) -> dict[str, Any]:
     out = host_command(
         host,
-        f"chdir=/opt/miglab/sweep /usr/bin/python3 -m miglab_runner status --run-dir {RESULTS_ROOT}/{run_id}",
+        f"chdir=/opt/miglab/host /usr/bin/python3 -m miglab_host status --run-dir {RESULTS_ROOT}/{run_id}",
     )
     return dict(json.loads(out))
 

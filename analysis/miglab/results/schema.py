@@ -1,11 +1,12 @@
 """The sample record schema `miglab.sample/1`, and the checks that implement it.
 
-The JSON Schema file (miglab/data/results-schema.json) is the single source of the field
-list. Validating a million records with jsonschema takes minutes, so the loaders use checks
-derived from that file: a per-record Python check (`record_is_valid`) and vectorised Arrow
-checks (in load.py). jsonschema itself produces the wording of every problem reported for a
-bad record (`describe_line`), so `check`, `table`, `compare` and `report` print the same
-file:line messages; the unit tests hold the three implementations to the same verdicts.
+The JSON Schema file (host/miglab_host/results-schema.json, in the host package whose
+runner writes the records) is the single source of the field list. Validating a million
+records with jsonschema takes minutes, so the loaders use checks derived from that file: a
+per-record Python check (`record_is_valid`) and vectorised Arrow checks (in load.py).
+jsonschema itself produces the wording of every problem reported for a bad record
+(`describe_line`), so `check`, `table`, `compare` and `report` print the same file:line
+messages; the unit tests hold the three implementations to the same verdicts.
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Literal
 
 import jsonschema
+import miglab_host
 
 SAMPLE_SCHEMA_ID = "miglab.sample/1"
-SCHEMA_RESOURCE = "data/results-schema.json"
 
 FieldKind = Literal["string", "integer", "number", "boolean"]
 
@@ -67,9 +67,7 @@ class FieldSpec:
 
 @functools.cache
 def sample_schema() -> dict[str, Any]:
-    text = resources.files("miglab").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
+    return miglab_host.sample_schema()
 
 
 def _json_type_of(value: object) -> str:

@@ -7,13 +7,9 @@ import json
 import os
 from typing import Any
 
-MACHINE_TO_ARCH = {"x86_64": "x86", "amd64": "x86", "aarch64": "arm64", "arm64": "arm64"}
+from miglab_host.facts import kernel_arch
+
 PACKAGE_FORMATS = {"Debian": "deb", "RedHat": "rpm"}
-
-
-def kernel_arch(machine: str) -> str:
-    """The kernel's ARCH for a machine name (x86_64 -> x86, aarch64 -> arm64)."""
-    return MACHINE_TO_ARCH.get(machine, machine)
 
 
 def staged_patch_path(work_dir: str, variant: str, index: int, name: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import time
 
-from miglab_runner.knobs import Restorer, SysTree
+from miglab_host.knobs import Restorer, SysTree
 
 THP = "sys/kernel/mm/transparent_hugepage"
 NUMA_BALANCING = "proc/sys/kernel/numa_balancing"

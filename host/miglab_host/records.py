@@ -4,37 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from miglab_runner import SAMPLE_SCHEMA
+from miglab_host import SAMPLE_SCHEMA, sample_schema
 
-# The schema's required fields (analysis/miglab/data/results-schema.json); a unit test keeps
-# this list and the schema in step.
-REQUIRED = (
-    "schema",
-    "run_id",
-    "host",
-    "arch",
-    "base_page_size",
-    "kernel_release",
-    "kernel_variant",
-    "workqueue",
-    "load",
-    "copy_config",
-    "threads",
-    "page_kind",
-    "folio_size",
-    "page_count",
-    "bytes",
-    "rep",
-    "src_node",
-    "dst_node",
-    "elapsed_ns",
-    "gbps",
-    "failed_pages",
-    "backing_ok",
-    "caller_cpu_ns",
-    "system_cpu_ns",
-    "timestamp",
-)
+# The schema's required fields, read from the one schema file (results-schema.json).
+REQUIRED = tuple(sample_schema()["required"])
 
 # Copied from migbench's sample line into the record.
 FROM_MIGBENCH = (

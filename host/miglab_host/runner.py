@@ -11,13 +11,15 @@ import time
 from itertools import groupby
 from typing import Any, TextIO
 
-from miglab_runner import __version__, hostinfo, procs
-from miglab_runner import plan as planmod
-from miglab_runner.journal import RunDir, append_jsonl, read_json, utc_now, write_json_atomic
-from miglab_runner.knobs import KnobError, KnobSession, Restorer, SysTree
-from miglab_runner.loads import IdleLoad, LoadError, StressLoad
-from miglab_runner.records import build_record, problems
-from miglab_runner.tuning import HostTuning
+from miglab_host import __version__, procs
+from miglab_host import facts as factsmod
+from miglab_host import plan as planmod
+from miglab_host import preflight as preflightmod
+from miglab_host.journal import RunDir, append_jsonl, read_json, utc_now, write_json_atomic
+from miglab_host.knobs import KnobError, KnobSession, Restorer, SysTree
+from miglab_host.loads import IdleLoad, LoadError, StressLoad
+from miglab_host.records import build_record, problems
+from miglab_host.tuning import HostTuning
 
 EXIT_OK = 0
 EXIT_CONFIG = 2  # plan or preflight refused, nothing changed on the host
@@ -271,23 +273,23 @@ class Runner:
             return EXIT_OK, self._summary("finished", EXIT_OK, "all cells complete")
 
         try:
-            pre = hostinfo.preflight(
+            pre = preflightmod.preflight(
                 self.plan,
                 self.tree,
                 self.stress_ng,
                 require_root=self.require_root,
                 loopback=self.loopback,
             )
-        except hostinfo.PreflightError as err:
+        except preflightmod.PreflightError as err:
             msg = f"preflight: {err}"
             self.log(msg)
             self.set_progress(state="failed", message=msg)
             self._record_invocation(started_at, "failed", EXIT_CONFIG)
             return EXIT_CONFIG, self._summary("failed", EXIT_CONFIG, msg)
         write_json_atomic(os.path.join(vdir, "preflight.json"), pre)
-        facts = hostinfo.host_facts(self.tree)
+        facts = factsmod.run_facts(self.tree.root)
         write_json_atomic(os.path.join(vdir, "host.json"), facts)
-        identity = hostinfo.migbench_identity(self.migbench, self.migbench_build)
+        identity = factsmod.migbench_identity(self.migbench, self.migbench_build)
         write_json_atomic(os.path.join(vdir, "migbench.json"), identity)
         context = {
             "run_id": self.plan["run_id"],

@@ -1,7 +1,9 @@
-"""Command line: ``python3 -m miglab_runner {plan,preflight,run,status,stop,restore}``.
+"""Command line: ``python3 -m miglab_host {facts,plan,preflight,run,status,stop,restore,
+manifest,kbuild,pack}``.
 
-Exit codes: 0 ok, 2 refused (bad definition/plan, host cannot run it; nothing changed),
-3 cells failed, 4 aborted, 5 deadline reached (see runner.py).
+Exit codes of the sweep commands: 0 ok, 2 refused (bad definition/plan, host cannot run it;
+nothing changed), 3 cells failed, 4 aborted, 5 deadline reached (see runner.py). manifest:
+0 ok, 1 mismatch, 3 a runner is running. kbuild: 0 built or cached, 2 build error, 3 bug.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import sys
 import time
 from collections.abc import Sequence
 
-from miglab_runner import __version__, hostinfo
-from miglab_runner import plan as planmod
-from miglab_runner.journal import RunDir, read_json
-from miglab_runner.knobs import SysTree
-from miglab_runner.runner import EXIT_CONFIG, Aborted, Runner, restore_from_state
+from miglab_host import __version__, kbuild, manifest, pack
+from miglab_host import facts as factsmod
+from miglab_host import plan as planmod
+from miglab_host import preflight as preflightmod
+from miglab_host.journal import RunDir, read_json
+from miglab_host.knobs import SysTree
+from miglab_host.runner import EXIT_CONFIG, Aborted, Runner, restore_from_state
 
 
 def _read_json_arg(path: str) -> object:
@@ -29,6 +33,30 @@ def _read_json_arg(path: str) -> object:
         raise planmod.PlanError(
             f"{planmod.KEY_PREFIX}definition", f"not valid JSON: {err}"
         ) from None
+
+
+def cmd_facts(args: argparse.Namespace) -> int:
+    json.dump(factsmod.gather(args.root), sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    if args.verify:
+        if not args.dir:
+            raise planmod.PlanError("--dir", "manifest --verify needs --dir")
+        code, answer = manifest.verify(args.dir)
+    else:
+        if not args.run_dir:
+            raise planmod.PlanError("--run-dir", "manifest needs --run-dir (or --verify --dir)")
+        code, answer = manifest.write(args.run_dir, args.lab_facts, args.allow_running)
+    print(json.dumps(answer, sort_keys=True))
+    return code
+
+
+def cmd_pack(_args: argparse.Namespace) -> int:
+    print(pack.archive_path())
+    return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -51,7 +79,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_preflight(args: argparse.Namespace) -> int:
     plan = planmod.load_plan(_read_json_arg(args.plan))
-    report = hostinfo.preflight(
+    report = preflightmod.preflight(
         plan,
         SysTree(args.sys_root),
         args.stress_ng,
@@ -166,7 +194,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         return 0
     if rundir.runner_alive():
         print(
-            f"miglab_runner: a runner (pid {rundir.lock_holder()}) is running in "
+            f"miglab_host: a runner (pid {rundir.lock_holder()}) is running in "
             f"{rundir.path}; use 'stop'",
             file=sys.stderr,
         )
@@ -185,10 +213,29 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python3 -m miglab_runner", description="miglab sweep runner (stdlib only)"
+        prog="python3 -m miglab_host", description="miglab sweep runner (stdlib only)"
     )
-    p.add_argument("--version", action="version", version=f"miglab_runner {__version__}")
+    p.add_argument("--version", action="version", version=f"miglab_host {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("facts", help="print this host's lab facts (miglab.labfacts/1 JSON)")
+    s.add_argument("root", nargs="?", default="/", help="root of /sys and /proc (tests)")
+    s.set_defaults(func=cmd_facts)
+
+    s = sub.add_parser("manifest", help="write (on the host) or verify (at home) SHA256SUMS")
+    s.add_argument("--run-dir", help="the run directory to write SHA256SUMS of")
+    s.add_argument("--lab-facts", help="copy this lab facts file into the run first")
+    s.add_argument("--allow-running", action="store_true", help="even while a runner writes")
+    s.add_argument("--verify", action="store_true", help="verify a fetched run (with --dir)")
+    s.add_argument("--dir", help="the fetched run directory to verify")
+    s.set_defaults(func=cmd_manifest)
+
+    s = sub.add_parser("kbuild", help="build (or plan) one kernel build spec")
+    kbuild.add_arguments(s)
+    s.set_defaults(func=kbuild.command)
+
+    s = sub.add_parser("pack", help="pack this package into a reproducible tar (controller)")
+    s.set_defaults(func=cmd_pack)
 
     s = sub.add_parser("plan", help="validate a sweep definition and expand it into a plan")
     s.add_argument("--definition", default="-", help="JSON file, '-' for stdin")
@@ -250,12 +297,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (planmod.PlanError, hostinfo.PreflightError) as err:
-        print(f"miglab_runner: {err}", file=sys.stderr)
+    except (planmod.PlanError, preflightmod.PreflightError) as err:
+        print(f"miglab_host: {err}", file=sys.stderr)
         return EXIT_CONFIG
     except Aborted as err:
-        print(f"miglab_runner: aborted by {err}", file=sys.stderr)
+        print(f"miglab_host: aborted by {err}", file=sys.stderr)
         return 4
     except OSError as err:
-        print(f"miglab_runner: {err}", file=sys.stderr)
+        print(f"miglab_host: {err}", file=sys.stderr)
         return 1

@@ -1,11 +1,10 @@
-#!/usr/bin/env python3
 """miglab's kernel build tool: one kernel variant -> cached, identifiable packages.
 
 Runs on the build host (the controller, a build server, or each lab host), standard
 library only. The kernel_build role calls it once per (variant, architecture, config):
 
-    miglab_kbuild.py build --spec-json '{...}'   # prepare, hash, build unless cached
-    miglab_kbuild.py plan  --spec-json '{...}'   # prepare and hash only (no compile)
+    python3 -m miglab_host kbuild build --spec-json '{...}'  # prepare, hash, build unless cached
+    python3 -m miglab_host kbuild plan  --spec-json '{...}'  # prepare and hash only (no compile)
 
 and reads one JSON object from the last line of stdout.
 
@@ -46,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from miglab_host.facts import MACHINE_TO_ARCH
+
 # Bump when the way a build is made changes in a way the hashed inputs do not show.
 TOOL_VERSION = 1
 PRISTINE_TAG = "miglab-pristine"
@@ -68,15 +69,6 @@ LOCALVERSION_LINE = re.compile(r"^CONFIG_LOCALVERSION=")
 OPTION_LINE = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 UNSET_LINE = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
 VARIANT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
-MACHINE_TO_ARCH = {
-    "x86_64": "x86",
-    "amd64": "x86",
-    "aarch64": "arm64",
-    "arm64": "arm64",
-    "ppc64le": "powerpc",
-    "s390x": "s390",
-    "riscv64": "riscv",
-}
 
 
 class BuildError(Exception):
@@ -861,13 +853,15 @@ def result(manifest: dict[str, Any], built: bool, started: float, how: str) -> d
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["build", "plan"])
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--spec-json", help="the build spec as a JSON string")
     group.add_argument("--spec", type=Path, help="a file holding the build spec as JSON")
-    args = parser.parse_args(argv)
+
+
+def command(args: argparse.Namespace) -> int:
+    """Build or plan one spec; the answer is one JSON line on stdout, whatever happens."""
     try:
         data = json.loads(args.spec_json) if args.spec_json else json.loads(args.spec.read_text())
         spec = Spec.from_json(data)
@@ -890,6 +884,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     print(json.dumps(answer, sort_keys=True))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    add_arguments(parser)
+    return command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

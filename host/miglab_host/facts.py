@@ -1,9 +1,11 @@
-#!/usr/bin/env python3
-"""Print the lab facts of this host as JSON (schema "miglab.labfacts/1").
+"""What a lab host is: its lab facts (schema "miglab.labfacts/1") and, for a sweep, its
+run facts (the lab facts plus kernel identity and what the records need for provenance).
 
-Standard library only: the lab_host role installs this file as the executable custom fact
-/etc/ansible/facts.d/miglab.fact, so Ansible runs it on every fact gathering and publishes
-its output as ansible_local.miglab. It also runs by hand: `python3 miglab_labfacts.py`.
+Standard library only: the lab_host role installs a small executable custom fact that calls
+``python3 -m miglab_host facts``, so Ansible runs it on every fact gathering and publishes
+the output as ansible_local.miglab; the sweep runner writes ``run_facts`` to each variant's
+``host.json``. One reader each for CPU lists, NUMA nodes, THP sizes and the CPU model, so
+the facts file and the run records never disagree.
 
 Every reader takes a root directory (default "/") so that the parsing can be tested against
 a fake /sys and /proc tree. Facts the kernel does not offer come out as null (or an empty
@@ -13,12 +15,45 @@ list); only a missing /proc/cpuinfo or /proc/meminfo would be a real error.
 from __future__ import annotations
 
 import glob
+import gzip
+import hashlib
 import json
 import os
+import platform
 import re
+import subprocess
 import sys
+from typing import Any
 
 SCHEMA = "miglab.labfacts/1"
+
+# The kernel's ARCH for a machine name (`uname -m`): what the kernel build cross-compiles for.
+MACHINE_TO_ARCH = {
+    "x86_64": "x86",
+    "amd64": "x86",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+    "ppc64le": "powerpc",
+    "s390x": "s390",
+    "riscv64": "riscv",
+}
+
+# Kernel options recorded with every run (host.json), when the config is readable.
+CONFIG_OPTIONS = (
+    "CONFIG_NUMA",
+    "CONFIG_MIGRATION",
+    "CONFIG_TRANSPARENT_HUGEPAGE",
+    "CONFIG_TRANSPARENT_HUGEPAGE_MADVISE",
+    "CONFIG_NUMA_BALANCING",
+    "CONFIG_ARM64_64K_PAGES",
+    "CONFIG_OFFC_MIGRATION",
+    "CONFIG_MTCOPY_CPU",
+    "CONFIG_DCBM_DMA",
+    "CONFIG_MIGRATION_COPY_OFFLOAD",
+    "CONFIG_PREEMPT",
+    "CONFIG_PREEMPT_DYNAMIC",
+    "CONFIG_HZ",
+)
 
 # arm64 /proc/cpuinfo has no "model name": the MIDR's implementer and part numbers name the core.
 # A small table of the server and common cores; unknown pairs are reported by number.
@@ -81,8 +116,13 @@ def _read_int(root: str, path: str) -> int | None:
         return None
 
 
+def kernel_arch(machine: str) -> str:
+    """The kernel's ARCH for a machine name (x86_64 -> x86, aarch64 -> arm64)."""
+    return MACHINE_TO_ARCH.get(machine, machine)
+
+
 def parse_cpulist(text: str) -> list[int]:
-    """Expand a kernel CPU list such as "0-3,8,10-11" (empty for a CPU-less node)."""
+    """Expand a kernel CPU or node list such as "0-3,8,10-11" (empty for a CPU-less node)."""
     cpus: list[int] = []
     for part in text.strip().split(","):
         part = part.strip()
@@ -220,12 +260,92 @@ def gather(
     return facts
 
 
-def main(argv: list[str]) -> int:
-    root = argv[1] if len(argv) > 1 else "/"
-    json.dump(gather(root), sys.stdout, indent=2, sort_keys=True)
-    sys.stdout.write("\n")
-    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+def nodes_with_memory(root: str = "/") -> list[int]:
+    """Nodes the kernel lists as having memory; [0] on a kernel without NUMA."""
+    text = _read(root, "/sys/devices/system/node/has_memory")
+    return parse_cpulist(text) if text is not None else [0]
+
+
+def node_memory_bytes(root: str, node: int) -> int | None:
+    text = _read(root, f"/sys/devices/system/node/node{node}/meminfo")
+    try:
+        return parse_node_meminfo(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def node_cpus(root: str, node: int) -> list[int]:
+    text = _read(root, f"/sys/devices/system/node/node{node}/cpulist")
+    return parse_cpulist(text) if text is not None else []
+
+
+def kernel_config_identity() -> dict[str, Any]:
+    """The running kernel's config: where it was read, its sha256 and CONFIG_OPTIONS."""
+    release = os.uname().release
+    for path in (f"/boot/config-{release}", "/proc/config.gz"):
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        if path.endswith(".gz"):
+            data = gzip.decompress(data)
+        text = data.decode("utf-8", "replace")
+        options = {}
+        for opt in CONFIG_OPTIONS:
+            m = re.search(rf"^{opt}=(.*)$", text, re.M)
+            options[opt] = m.group(1) if m else None
+        return {"path": path, "sha256": hashlib.sha256(data).hexdigest(), "options": options}
+    return {"path": None, "sha256": None, "options": {}}
+
+
+def migbench_identity(migbench: str, build_file: str | None) -> dict[str, Any]:
+    """The benchmark binary that made a run's samples: its version line, sha256, build."""
+    info: dict[str, Any] = {"path": os.path.realpath(migbench)}
+    try:
+        r = subprocess.run(
+            [migbench, "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+        info["version"] = json.loads(r.stdout.strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired) as err:
+        info["version_error"] = str(err)
+    try:
+        with open(migbench, "rb") as f:
+            info["binary_sha256"] = hashlib.sha256(f.read()).hexdigest()
+    except OSError as err:
+        info["binary_error"] = str(err)
+    if build_file:
+        info["build"] = json.loads(_read("/", build_file) or "null")
+    return info
+
+
+def run_facts(root: str = "/") -> dict[str, Any]:
+    """What a sweep records beside its samples (variants/<v>/host.json): the lab facts and
+    the kernel's identity (version banner, config, boot id), the OS and the folio sizes."""
+    # Imported here: tuning imports knobs, which the fact script does not need.
+    from miglab_host.knobs import SysTree
+    from miglab_host.tuning import offered_sizes
+
+    facts = gather(root)
+    thp = {}
+    for name in ("enabled", "defrag", "hpage_pmd_size"):
+        text = _read(root, f"/sys/kernel/mm/transparent_hugepage/{name}")
+        if text is not None:
+            thp[name] = text.strip()
+    facts.update(
+        {
+            "kernel_version": os.uname().version,
+            "kernel_config": kernel_config_identity(),
+            "boot_id": (_read(root, "/proc/sys/kernel/random/boot_id") or "").strip(),
+            "os_release": _read("/", "/etc/os-release") or "",
+            "online_cpus": os.sysconf("SC_NPROCESSORS_ONLN"),
+            "nodes_with_memory": nodes_with_memory(root),
+            "thp": thp,
+            "offered_folio_sizes": sorted(offered_sizes(SysTree(root))),
+            "python": sys.version,
+            "platform": platform.platform(),
+        }
+    )
+    return facts

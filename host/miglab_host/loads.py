@@ -9,7 +9,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from miglab_runner import procs
+from miglab_host import procs
 
 
 class LoadError(RuntimeError):

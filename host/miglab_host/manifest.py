@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """SHA256SUMS of a run directory: written on the host, verified at home (stdlib only).
 
-  manifest.py --run-dir DIR [--lab-facts FILE] [--allow-running]   # on the host
-  manifest.py --verify --dir DIR                                   # on the controller
+  python3 -m miglab_host manifest --run-dir DIR [--lab-facts FILE] [--allow-running]  # host
+  python3 -m miglab_host manifest --verify --dir DIR                                  # home
 
 Writing holds the run's lock (runner.lock), so no runner writes while the files are hashed;
 a running runner is an error unless --allow-running. The lab facts file, if given and
@@ -11,20 +11,20 @@ Verifying checks every listed file and reports files that are missing, differ, o
 listed. Both print one JSON object; exit 0 ok, 1 mismatch, 3 a runner is running.
 """
 
-import argparse
+from __future__ import annotations
+
 import errno
 import fcntl
 import hashlib
-import json
 import os
 import shutil
-import sys
+from typing import Any
 
 MANIFEST = "SHA256SUMS"
 SKIP = {MANIFEST, "runner.lock"}
 
 
-def sha256(path):
+def sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -32,7 +32,7 @@ def sha256(path):
     return h.hexdigest()
 
 
-def files_under(root):
+def files_under(root: str) -> list[str]:
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -43,7 +43,7 @@ def files_under(root):
     return sorted(out)
 
 
-def write(run_dir, lab_facts, allow_running):
+def write(run_dir: str, lab_facts: str | None, allow_running: bool) -> tuple[int, dict[str, Any]]:
     lock = os.open(os.path.join(run_dir, "runner.lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -51,9 +51,11 @@ def write(run_dir, lab_facts, allow_running):
         if err.errno not in (errno.EAGAIN, errno.EACCES):
             raise
         if not allow_running:
-            print(json.dumps({"error": f"a sweep runner is still writing {run_dir}; wait for it "
-                                       f"or collect with collect_allow_running"}))
-            return 3
+            message = (
+                f"a sweep runner is still writing {run_dir}; wait for it "
+                "or collect with collect_allow_running"
+            )
+            return 3, {"error": message}
     try:
         if lab_facts and os.path.isfile(lab_facts):
             dest = os.path.join(run_dir, "lab-facts.json")
@@ -72,41 +74,31 @@ def write(run_dir, lab_facts, allow_running):
             os.replace(tmp, path)
         samples = os.path.join(run_dir, "samples.jsonl")
         n = sum(1 for _ in open(samples, "rb")) if os.path.exists(samples) else 0
-        print(json.dumps({"changed": old != text, "files": len(lines), "samples": n}))
-        return 0
+        return 0, {"changed": old != text, "files": len(lines), "samples": n}
     finally:
         os.close(lock)
 
 
-def verify(root):
+def verify(root: str) -> tuple[int, dict[str, Any]]:
     path = os.path.join(root, MANIFEST)
-    listed = {}
+    listed: dict[str, str] = {}
     with open(path, encoding="utf-8") as f:
         for line in f:
             digest, rel = line.rstrip("\n").split("  ", 1)
             listed[rel] = digest
     missing = sorted(rel for rel in listed if not os.path.isfile(os.path.join(root, rel)))
-    differ = sorted(rel for rel in listed if rel not in missing
-                    and sha256(os.path.join(root, rel)) != listed[rel])
+    differ = sorted(
+        rel
+        for rel in listed
+        if rel not in missing and sha256(os.path.join(root, rel)) != listed[rel]
+    )
     unlisted = sorted(set(files_under(root)) - set(listed))
     ok = not (missing or differ or unlisted)
-    print(json.dumps({"ok": ok, "files": len(listed), "missing": missing, "differ": differ,
-                      "unlisted": unlisted}))
-    return 0 if ok else 1
-
-
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run-dir")
-    p.add_argument("--lab-facts")
-    p.add_argument("--allow-running", action="store_true")
-    p.add_argument("--verify", action="store_true")
-    p.add_argument("--dir")
-    a = p.parse_args()
-    if a.verify:
-        return verify(a.dir)
-    return write(a.run_dir, a.lab_facts, a.allow_running)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    answer = {
+        "ok": ok,
+        "files": len(listed),
+        "missing": missing,
+        "differ": differ,
+        "unlisted": unlisted,
+    }
+    return (0 if ok else 1), answer

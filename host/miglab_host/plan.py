@@ -1,6 +1,6 @@
 """Sweep definition: validation and expansion into a plan (the ordered list of cells).
 
-Runs on the controller (``python3 -m miglab_runner plan``, before any host is touched) and
+Runs on the controller (``python3 -m miglab_host plan``, before any host is touched) and
 again on each host (the runner re-validates what it is given). Every error names the key as
 the inventory spells it (``sweep_page_counts.2M[0]``), so the message points at the YAML.
 
@@ -17,8 +17,8 @@ import random
 import re
 from typing import Any
 
-from miglab_runner import PLAN_SCHEMA
-from miglab_runner.knobs import load_profiles, parse_copy_config
+from miglab_host import PLAN_SCHEMA
+from miglab_host.knobs import load_profiles, parse_copy_config
 
 KEY_PREFIX = "sweep_"
 
@@ -493,6 +493,6 @@ def load_plan(data: Any) -> dict:
         raise PlanError(
             _key("plan"),
             "the cells do not match the definition (plan edited by hand "
-            "or made by a different miglab_runner version)",
+            "or made by a different miglab_host version)",
         )
     return fresh
