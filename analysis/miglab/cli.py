@@ -8,12 +8,14 @@ from collections.abc import Callable, Sequence
 
 from miglab import __version__
 from miglab.errors import MiglabError
+from miglab.lab import commands as lab_commands
 from miglab.results import commands as results_commands
 from miglab.vlab import commands as vlab_commands
 
 # Each command group registers its sub-commands; a sub-command stores its handler in
 # `func`, which takes the parsed namespace and returns an exit code.
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
+    lab_commands.register,
     vlab_commands.register,
     results_commands.register,
 ]
@@ -22,7 +24,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="miglab",
-        description="Page-migration lab: virtual lab control and result analysis.",
+        description="Page-migration lab: the lab's main job, virtual lab control and result analysis.",
     )
     parser.add_argument("--version", action="version", version=f"miglab {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

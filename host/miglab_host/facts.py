@@ -260,8 +260,6 @@ def gather(
     return facts
 
 
-
-
 def nodes_with_memory(root: str = "/") -> list[int]:
     """Nodes the kernel lists as having memory; [0] on a kernel without NUMA."""
     text = _read(root, "/sys/devices/system/node/has_memory")

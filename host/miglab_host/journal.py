@@ -229,7 +229,7 @@ class RunDir:
         samples, bad_s = read_jsonl(self.samples)
         keep, move, seen = [], [], set()
         for rec in samples:
-            cid = rec.get("cell_id")
+            cid = str(rec.get("cell_id"))
             state = states.get(cid, {}).get("status")
             key = (cid, rec.get("rep"), rec.get("kernel_variant"))
             if cid in redo or state is None:

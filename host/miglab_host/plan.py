@@ -2,7 +2,12 @@
 
 Runs on the controller (``python3 -m miglab_host plan``, before any host is touched) and
 again on each host (the runner re-validates what it is given). Every error names the key as
-the inventory spells it (``sweep_page_counts.2M[0]``), so the message points at the YAML.
+the inventory spells it (``sweep_page_counts.2M[0]``, ``kernel_variants[2].copy_configs[1]``),
+so the message points at the YAML.
+
+The kernel variant swept is one record of the inventory's ``kernel_variants`` (the single
+description of a variant, docs/kernels.md): its knob profile, workqueue label, copy
+configurations and knob parameters come from there; its build keys are the kernel build's.
 
 A *cell* is one (load, copy config, folio kind, page count) of one kernel variant; its samples
 come from one migbench process (warm-up moves, then ``repetitions`` recorded moves).
@@ -42,7 +47,8 @@ DEFAULTS: dict[str, Any] = {
     "name": "sweep",
     "kernel_variant": "vanilla",
     "kernel_build_hash": None,
-    "variants": {"vanilla": {"copy_configs": ["vanilla"]}},
+    "kernel_variants": [{"name": "vanilla"}],
+    "kernel_variant_defaults": {},
     "loads": ["idle"],
     "stress_loads": {"busy": [{"stressor": "cpu", "workers": 0}]},
     "folio_kinds": ["base"],
@@ -70,12 +76,17 @@ DEFAULTS: dict[str, Any] = {
     "stress": {"settle_seconds": 2, "baseline_seconds": 5, "min_busy_percent": 80},
 }
 
-VARIANT_DEFAULTS: dict[str, Any] = {
-    "copy_configs": None,
-    "profile": "auto",
-    "workqueue": None,
+# The sweep's keys of a kernel variant record, with their defaults (the record's other keys,
+# source, patches, config, ..., belong to the kernel build and are not looked at here).
+VARIANT_SWEEP_DEFAULTS: dict[str, Any] = {
+    "knob_profile": "vanilla",
+    "workqueue": "none",
+    "copy_configs": ["vanilla"],
     "knob_params": {},
 }
+# Keys of the definition that are the inventory's own kernel variant records: they are not
+# spelled with the sweep_ prefix, and their free text (descriptions) is not sweep input.
+VARIANT_RECORD_KEYS = ("kernel_variants", "kernel_variant_defaults")
 
 # What makes two plans "the same run" for resume: changing any of these under an existing
 # run_id is refused, changing the rest (timeouts, settle time, idle thresholds) is allowed.
@@ -92,7 +103,8 @@ class PlanError(ValueError):
 
 
 def _key(path: str) -> str:
-    return KEY_PREFIX + path
+    """The inventory's name of a definition key: sweep_<path>, except the variant records."""
+    return path if path.startswith(VARIANT_RECORD_KEYS) else KEY_PREFIX + path
 
 
 def kind_bytes(kind: str) -> int | None:
@@ -215,25 +227,33 @@ def _validate_copy_config(cfg: Any, path: str, profile_name: str, profiles: dict
             )
 
 
-def _validate_variant(name: str, given: Any, profiles: dict) -> dict:
-    path = f"variants.{name}"
-    _name(name, f"variants (key {name!r})")
-    v = _merge(VARIANT_DEFAULTS, _dict(given, path), path)
-    profile = v["profile"]
+def variant_sweep_definition(record: Any, key: str) -> dict:
+    """Validate the sweep's part of one kernel variant record (already merged over
+    kernel_variant_defaults) and return it as the runner uses it: profile, workqueue (None
+    for 'none'), copy_configs, knob_params. ``key`` names the record, e.g. kernel_variants[2].
+    The kernel build's own validation of the same record calls this too."""
+    profiles = load_profiles()
+    record = _dict(record, key)
+    v = {
+        name: copy.deepcopy(record.get(name, default))
+        for name, default in VARIANT_SWEEP_DEFAULTS.items()
+    }
+    for name in VARIANT_SWEEP_DEFAULTS:
+        check_safe_strings(v[name], f"{key}.{name}")
+    profile = v["knob_profile"]
     if profile != "auto" and profile not in profiles["profiles"]:
         raise PlanError(
-            _key(f"{path}.profile"),
+            _key(f"{key}.knob_profile"),
             f"unknown knob profile {profile!r} (known: auto, {', '.join(profiles['profiles'])})",
         )
-    if v["workqueue"] == "none":  # the kernel_variants inventory spells "no series" so
-        v["workqueue"] = None
-    _choice(v["workqueue"], f"{path}.workqueue", WORKQUEUES)
-    configs = _list(v["copy_configs"], f"{path}.copy_configs")
+    workqueue = None if v["workqueue"] in ("none", None) else v["workqueue"]
+    _choice(workqueue, f"{key}.workqueue", WORKQUEUES)
+    configs = _list(v["copy_configs"], f"{key}.copy_configs")
     for i, cfg in enumerate(configs):
-        _validate_copy_config(cfg, f"{path}.copy_configs[{i}]", profile, profiles)
-    params = _dict(v["knob_params"], f"{path}.knob_params")
+        _validate_copy_config(cfg, f"{key}.copy_configs[{i}]", profile, profiles)
+    params = _dict(v["knob_params"], f"{key}.knob_params")
     for pname, pval in params.items():
-        ppath = f"{path}.knob_params.{pname}"
+        ppath = f"{key}.knob_params.{pname}"
         if not (_is_int(pval) or isinstance(pval, str)):
             raise PlanError(_key(ppath), f"must be an integer or a string, got {pval!r}")
         if profile != "auto":
@@ -250,7 +270,33 @@ def _validate_variant(name: str, given: Any, profiles: dict) -> dict:
         else:
             if not any(pname in p["params"] for p in profiles["profiles"].values()):
                 raise PlanError(_key(ppath), f"no knob profile has a parameter {pname!r}")
-    return v
+    return {
+        "profile": profile,
+        "workqueue": workqueue,
+        "copy_configs": list(configs),
+        "knob_params": params,
+    }
+
+
+def _swept_variant(d: dict) -> tuple[str, dict]:
+    """The key of the record of the variant named by kernel_variant (kernel_variants[i]) and
+    the sweep's definition of that variant."""
+    records = d["kernel_variants"]
+    if not isinstance(records, list) or not records:
+        raise PlanError("kernel_variants", "must be a non-empty list of kernel variant records")
+    defaults = _dict(d["kernel_variant_defaults"], "kernel_variant_defaults")
+    names = []
+    for index, record in enumerate(records):
+        name = record.get("name") if isinstance(record, dict) else None
+        names.append(name)
+        if name == d["kernel_variant"]:
+            key = f"kernel_variants[{index}]"
+            return key, variant_sweep_definition({**defaults, **record}, key)
+    raise PlanError(
+        _key("kernel_variant"),
+        f"{d['kernel_variant']!r} is not the name of a kernel variant "
+        f"(kernel_variants: {', '.join(str(n) for n in names)})",
+    )
 
 
 def _validate_stressors(name: str, given: Any) -> list:
@@ -282,10 +328,10 @@ def _validate_stressors(name: str, given: Any) -> list:
 
 def validate_definition(definition: Any) -> dict:
     """Validate a sweep definition; return it normalised (defaults filled in)."""
-    profiles = load_profiles()
     d = _merge(DEFAULTS, _dict(definition, "definition"), "")
     for k, v in d.items():
-        check_safe_strings(v, k)
+        if k not in VARIANT_RECORD_KEYS:
+            check_safe_strings(v, k)
 
     if d["run_id"] is None or d["run_id"] == "":
         raise PlanError(
@@ -298,16 +344,7 @@ def validate_definition(definition: Any) -> dict:
     if d["kernel_build_hash"] is not None:
         _name(d["kernel_build_hash"], "kernel_build_hash")
 
-    variants = _dict(d["variants"], "variants")
-    if not variants:
-        raise PlanError(_key("variants"), "must name at least one kernel variant")
-    d["variants"] = {name: _validate_variant(name, v, profiles) for name, v in variants.items()}
-    if d["kernel_variant"] not in d["variants"]:
-        raise PlanError(
-            _key("kernel_variant"),
-            f"{d['kernel_variant']!r} is not a key of {KEY_PREFIX}variants "
-            f"({', '.join(d['variants'])})",
-        )
+    _swept_variant(d)  # validated here; expand() takes it again
 
     stress = _dict(d["stress_loads"], "stress_loads")
     d["stress_loads"] = {name: _validate_stressors(name, s) for name, s in stress.items()}
@@ -430,7 +467,7 @@ def expand(definition: Any) -> dict:
     """Validate and expand a definition into the plan for its ``kernel_variant``."""
     d = validate_definition(definition)
     variant_name = d["kernel_variant"]
-    variant = d["variants"][variant_name]
+    variant_key, variant = _swept_variant(d)
     seed = d["seed"] if d["seed"] is not None else default_seed(d["run_id"])
     configs = list(variant["copy_configs"])
     base = [
@@ -439,7 +476,7 @@ def expand(definition: Any) -> dict:
         for count in d["page_counts"][kind]
         for cfg in configs
     ]
-    cells = []
+    cells: list[dict[str, Any]] = []
     for load in d["loads"]:
         rng = random.Random(f"{seed}:{variant_name}:{load}")
         for cfg, kind, count in _order_cells(base, configs, d["order"], rng):
@@ -461,6 +498,8 @@ def expand(definition: Any) -> dict:
         "name": d["name"],
         "variant": variant_name,
         "variant_definition": variant,
+        # where the inventory spells that variant: preflight names its keys
+        "variant_key": variant_key,
         "seed": seed,
         "definition": d,
         "cells": cells,

@@ -95,7 +95,7 @@ def preflight(
     try:
         session = KnobSession.open(tree, variant["profile"], restorer, variant["knob_params"])
     except KnobError as err:
-        raise PreflightError(f"{key}variants.{plan['variant']}.profile", str(err)) from None
+        raise PreflightError(f"{plan['variant_key']}.knob_profile", str(err)) from None
     report["knob_profile"] = session.name
     report["knob_profile_requested"] = variant["profile"]
     report["knob_profile_matches"] = detect_profile(tree)[1]
@@ -103,9 +103,7 @@ def preflight(
         try:
             session.check(cfg)
         except KnobError as err:
-            raise PreflightError(
-                f"{key}variants.{plan['variant']}.copy_configs[{i}]", str(err)
-            ) from None
+            raise PreflightError(f"{plan['variant_key']}.copy_configs[{i}]", str(err)) from None
     for i, load in enumerate(d["loads"]):
         if load != "idle" and not shutil.which(stress_ng):
             raise PreflightError(

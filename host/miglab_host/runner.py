@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from itertools import groupby
 from typing import Any, TextIO
 
@@ -30,6 +31,19 @@ EXIT_DEADLINE = 5  # stopped cleanly at --deadline-seconds; rerun resumes
 
 class Aborted(Exception):
     pass
+
+
+@dataclass
+class Session:
+    """What a run sets up once and cleans up at the end: the records' context, the
+    restorers holding the originals, and the reports written beside the samples."""
+
+    context: dict
+    knob_restorer: Restorer
+    tuning_restorer: Restorer
+    knobs_report: dict[str, Any]
+    tuning_report: dict[str, Any]
+    loads_report: dict[str, Any]
 
 
 class DeadlineReached(Exception):
@@ -114,6 +128,8 @@ class Runner:
         self.state: dict = {}
         self.progress: dict = {}
         self.failed_cells: list[dict] = []
+        self.invocation = ""
+        self.vdir = ""
         self.totals = {
             "migbench_wall_ns": 0,
             "settle_ns": 0,
@@ -209,29 +225,66 @@ class Runner:
         }
 
     def _run_locked(self) -> tuple[int, dict]:
+        """The run, holding the run directory's lock: resume, set up, the cells, clean up."""
+        started_at = self._begin()
+        refusal = self._refuse_another_definition()
+        if refusal is not None:
+            return refusal
+        todo = self._resume()
+        if not todo:
+            self.set_progress(state="finished", message="all cells complete")
+            self._record_invocation(started_at, "finished", EXIT_OK)
+            return EXIT_OK, self._summary("finished", EXIT_OK, "all cells complete")
+        try:
+            session = self._set_up()
+        except preflightmod.PreflightError as err:
+            msg = f"preflight: {err}"
+            self.log(msg)
+            self.set_progress(state="failed", message=msg)
+            self._record_invocation(started_at, "failed", EXIT_CONFIG)
+            return EXIT_CONFIG, self._summary("failed", EXIT_CONFIG, msg)
+        try:
+            state, code, message = self._run_cells(todo, session)
+        finally:
+            self.stopping = True  # a second signal must not interrupt the cleanup
+            cleanup_problems = self._cleanup(session)
+        if cleanup_problems:
+            message = (message + "; " if message else "") + "; ".join(cleanup_problems)
+            if code == EXIT_OK:
+                state, code = "incomplete", EXIT_CELLS_FAILED
+        self.log(f"{state}: {message or 'all cells complete'}")
+        self.set_progress(state=state, message=message, current_cell=None)
+        self._record_invocation(started_at, state, code)
+        return code, self._summary(state, code, message)
+
+    # -- the steps of a run ----------------------------------------------------------------
+    def _begin(self) -> str:
         started_at = utc_now()
-        invocation = f"{started_at}/{os.getpid()}"
-        self.invocation = invocation
-        vdir = self.rundir.variant_dir(self.variant)
-        plan_path = os.path.join(vdir, "plan.json")
-        cells = self.plan["cells"]
+        self.invocation = f"{started_at}/{os.getpid()}"
+        self.vdir = self.rundir.variant_dir(self.variant)
         self.progress = {
             "run_id": self.plan["run_id"],
             "host": self.host,
             "variant": self.variant,
             "pid": os.getpid(),
             "state": "starting",
-            "total": len(cells),
+            "total": len(self.plan["cells"]),
             "done": 0,
             "failed": 0,
             "cells_run": 0,
             "started_at": started_at,
-            "invocation": invocation,
+            "invocation": self.invocation,
             "current_cell": None,
             "message": "",
             "token": self.token,
             "plan_hash": self.plan["plan_hash"],
         }
+        return started_at
+
+    def _refuse_another_definition(self) -> tuple[int, dict] | None:
+        """Resume only the same definition: a run id and variant started with another plan
+        is refused (use a new run id)."""
+        plan_path = os.path.join(self.vdir, "plan.json")
         existing = read_json(plan_path)
         if existing and existing.get("plan_hash") != self.plan["plan_hash"]:
             msg = (
@@ -244,7 +297,12 @@ class Runner:
             self.set_progress(state="failed", message=msg)
             return EXIT_CONFIG, self._summary("failed", EXIT_CONFIG, msg)
         write_json_atomic(plan_path, self.plan)
+        return None
 
+    def _resume(self) -> list[dict]:
+        """Restore what a killed runner left, then the cells still to run (a rerun resumes:
+        done cells are skipped, records of cells about to run are set aside)."""
+        cells = self.plan["cells"]
         self.state = read_json(self.rundir.state) or {}
         restore_from_state(self.rundir, self.tree, self.log)
         self.state = read_json(self.rundir.state) or {}
@@ -252,7 +310,6 @@ class Runner:
         if stray:
             left = procs.kill_and_verify([(p["pid"], p["starttime"]) for p in stray])
             self.log(f"killed stray migbench processes {[p['pid'] for p in stray]}; left: {left}")
-
         states = self.rundir.cell_states()
         todo = []
         for c in cells:
@@ -267,30 +324,23 @@ class Runner:
             f"run {self.plan['run_id']} variant {self.variant}: {len(cells)} cells, "
             f"{done} complete, {len(todo)} to run (runner {__version__})"
         )
-        if not todo:
-            self.set_progress(state="finished", message="all cells complete")
-            self._record_invocation(started_at, "finished", EXIT_OK)
-            return EXIT_OK, self._summary("finished", EXIT_OK, "all cells complete")
+        return todo
 
-        try:
-            pre = preflightmod.preflight(
-                self.plan,
-                self.tree,
-                self.stress_ng,
-                require_root=self.require_root,
-                loopback=self.loopback,
-            )
-        except preflightmod.PreflightError as err:
-            msg = f"preflight: {err}"
-            self.log(msg)
-            self.set_progress(state="failed", message=msg)
-            self._record_invocation(started_at, "failed", EXIT_CONFIG)
-            return EXIT_CONFIG, self._summary("failed", EXIT_CONFIG, msg)
-        write_json_atomic(os.path.join(vdir, "preflight.json"), pre)
+    def _set_up(self) -> Session:
+        """Preflight (read-only; PreflightError if the host cannot run the plan), then what
+        the records say about the host, and the restorers that save originals first."""
+        pre = preflightmod.preflight(
+            self.plan,
+            self.tree,
+            self.stress_ng,
+            require_root=self.require_root,
+            loopback=self.loopback,
+        )
+        write_json_atomic(os.path.join(self.vdir, "preflight.json"), pre)
         facts = factsmod.run_facts(self.tree.root)
-        write_json_atomic(os.path.join(vdir, "host.json"), facts)
+        write_json_atomic(os.path.join(self.vdir, "host.json"), facts)
         identity = factsmod.migbench_identity(self.migbench, self.migbench_build)
-        write_json_atomic(os.path.join(vdir, "migbench.json"), identity)
+        write_json_atomic(os.path.join(self.vdir, "migbench.json"), identity)
         context = {
             "run_id": self.plan["run_id"],
             "host": self.host,
@@ -304,7 +354,6 @@ class Runner:
             "sweep_name": self.d["name"],
             "base_page_size": facts["base_page_size"],
         }
-
         self.state.update(
             {
                 "boot_id": boot_id(),
@@ -316,40 +365,45 @@ class Runner:
             }
         )
         self.save_state()
-        knob_restorer = Restorer(self.tree, self._originals_saver("knobs"))
-        tuning_restorer = Restorer(self.tree, self._originals_saver("tuning"))
-        knobs_report: dict[str, Any] = {
-            "profile": pre["knob_profile"],
-            "requested": self.vdef["profile"],
-            "matches": pre["knob_profile_matches"],
-            "params": self.vdef["knob_params"],
-        }
-        tuning_report: dict[str, Any] = {"settings": self.d["tuning"]}
-        loads_report = read_json(os.path.join(vdir, "loads.json"), {}) or {}
+        return Session(
+            context=context,
+            knob_restorer=Restorer(self.tree, self._originals_saver("knobs")),
+            tuning_restorer=Restorer(self.tree, self._originals_saver("tuning")),
+            knobs_report={
+                "profile": pre["knob_profile"],
+                "requested": self.vdef["profile"],
+                "matches": pre["knob_profile_matches"],
+                "params": self.vdef["knob_params"],
+            },
+            tuning_report={"settings": self.d["tuning"]},
+            loads_report=read_json(os.path.join(self.vdir, "loads.json"), {}) or {},
+        )
+
+    def _run_cells(self, todo: list[dict], session: Session) -> tuple[str, int, str]:
+        """Tuning and knobs applied, then load by load, cell by cell; (state, code, message)."""
         state, code, message = "finished", EXIT_OK, ""
         self.set_progress(state="running")
         try:
-            tuning = HostTuning(self.tree, tuning_restorer, self.d["tuning"])
-            tuning_report["before"] = tuning.snapshot()
-            tuning_report["applied"] = tuning.apply_global()
+            tuning = HostTuning(self.tree, session.tuning_restorer, self.d["tuning"])
+            session.tuning_report["before"] = tuning.snapshot()
+            session.tuning_report["applied"] = tuning.apply_global()
             knobs = KnobSession.open(
-                self.tree, self.vdef["profile"], knob_restorer, self.vdef["knob_params"]
+                self.tree, self.vdef["profile"], session.knob_restorer, self.vdef["knob_params"]
             )
-            knobs_report["before"] = knobs.snapshot()
+            session.knobs_report["before"] = knobs.snapshot()
             for load_name, group in groupby(todo, key=lambda c: c["load"]):
-                group = list(group)
                 self._check_deadline()
-                self.load = self._make_load(load_name, vdir)
+                self.load = self._make_load(load_name, self.vdir)
                 t0 = time.monotonic_ns()
                 evidence = self.load.start()
                 self.totals["load_start_ns"] += time.monotonic_ns() - t0
                 self.totals["load_wait_ns"] += evidence.get("configured_wait_ns", 0)
-                loads_report[load_name] = evidence
+                session.loads_report[load_name] = evidence
                 for cell in group:
                     self._check_deadline()
-                    self._run_cell(cell, knobs, tuning, context)
+                    self._run_cell(cell, knobs, tuning, session.context)
                 t0 = time.monotonic_ns()
-                loads_report[load_name] = self.load.stop()
+                session.loads_report[load_name] = self.load.stop()
                 self.totals["load_stop_ns"] += time.monotonic_ns() - t0
                 self.load = None
             if self.failed_cells:
@@ -366,19 +420,7 @@ class Runner:
         except Exception as err:  # noqa: BLE001 - reported, then settings restored
             state, code = "aborted", EXIT_ABORTED
             message = f"unexpected error: {type(err).__name__}: {err}"
-        finally:
-            self.stopping = True  # a second signal must not interrupt the cleanup
-            cleanup_problems = self._cleanup(
-                knob_restorer, tuning_restorer, knobs_report, tuning_report, loads_report, vdir
-            )
-        if cleanup_problems:
-            message = (message + "; " if message else "") + "; ".join(cleanup_problems)
-            if code == EXIT_OK:
-                state, code = "incomplete", EXIT_CELLS_FAILED
-        self.log(f"{state}: {message or 'all cells complete'}")
-        self.set_progress(state=state, message=message, current_cell=None)
-        self._record_invocation(started_at, state, code)
-        return code, self._summary(state, code, message)
+        return state, code, message
 
     # -- pieces ----------------------------------------------------------------------------
     def _check_deadline(self) -> None:
@@ -398,15 +440,13 @@ class Runner:
             self._register_pid,
         )
 
-    def _cleanup(
-        self,
-        knob_restorer: Restorer,
-        tuning_restorer: Restorer,
-        knobs_report: dict,
-        tuning_report: dict,
-        loads_report: dict,
-        vdir: str,
-    ) -> list[str]:
+    def _cleanup(self, session: Session) -> list[str]:
+        """Stop migbench and the load, restore knobs and tuning, write the variant's reports;
+        the problems found (an empty list when all is back)."""
+        vdir = self.vdir
+        knob_restorer, tuning_restorer = session.knob_restorer, session.tuning_restorer
+        knobs_report, tuning_report = session.knobs_report, session.tuning_report
+        loads_report = session.loads_report
         out = []
         if self.child is not None:
             self.child.kill()

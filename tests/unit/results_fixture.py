@@ -114,8 +114,15 @@ def samples_at(
     moved = folio_size(host, page_kind) * page_count
     return [
         record(
-            host, kernel, load, config, page_kind, page_count, first_rep + index,
-            max(1, round(moved / value)), **overrides,
+            host,
+            kernel,
+            load,
+            config,
+            page_kind,
+            page_count,
+            first_rep + index,
+            max(1, round(moved / value)),
+            **overrides,
         )
         for index, value in enumerate(gbps)
     ]
@@ -134,8 +141,14 @@ def cell_with_mean(
 ) -> list[dict[str, Any]]:
     """Samples whose total bytes / total time is mean_gbps."""
     return samples_at(
-        host, kernel, load, config, page_kind, page_count,
-        [mean_gbps / (1 + delta) for delta in spread], **overrides,
+        host,
+        kernel,
+        load,
+        config,
+        page_kind,
+        page_count,
+        [mean_gbps / (1 + delta) for delta in spread],
+        **overrides,
     )
 
 
@@ -154,8 +167,9 @@ class Grid:
         for config, by_count in self.means.items():
             for count, mean in by_count.items():
                 found.extend(
-                    cell_with_mean(self.host, self.kernel, self.load, config, self.page_kind,
-                                   count, mean)
+                    cell_with_mean(
+                        self.host, self.kernel, self.load, config, self.page_kind, count, mean
+                    )
                 )
         return found
 
@@ -165,34 +179,54 @@ def standard_records() -> dict[Host, list[dict[str, Any]]]:
     grace: list[dict[str, Any]] = []
     # 2 MiB mTHP, busy system: one vanilla kernel shared by the unbound and highpri tables
     grace += Grid(GRACE, VANILLA, "busy", "2M", {"vanilla": {1: 1.38, 2: 1.13, 16: 3.47}}).records()
-    grace += Grid(GRACE, UNBOUND, "busy", "2M", {
-        "serial": {1: 1.20, 2: 1.50, 16: 6.00},
-        "mt_1": {1: 0.59, 2: 3.08, 16: 5.13},
-        "mt_2": {1: 1.45, 2: 3.11, 16: 5.72},
-        "mt_16": {2: 1.46, 16: 6.49},
-    }).records()
+    grace += Grid(
+        GRACE,
+        UNBOUND,
+        "busy",
+        "2M",
+        {
+            "serial": {1: 1.20, 2: 1.50, 16: 6.00},
+            "mt_1": {1: 0.59, 2: 3.08, 16: 5.13},
+            "mt_2": {1: 1.45, 2: 3.11, 16: 5.72},
+            "mt_16": {2: 1.46, 16: 6.49},
+        },
+    ).records()
     # The thread's 0.02: nine moves at 2 GB/s and one that stalled at 0.002 GB/s
     grace += samples_at(GRACE, UNBOUND, "busy", "mt_16", "2M", 1, [2.0] * 9 + [0.002])
     # Excluded: unverified backing (the "150 GB/s" pitfall) and pages that did not move
-    grace += samples_at(GRACE, UNBOUND, "busy", "serial", "2M", 16, [150.0, 150.0],
-                        first_rep=10, backing_ok=False)
-    grace += samples_at(GRACE, UNBOUND, "busy", "serial", "2M", 16, [0.5], first_rep=12,
-                        failed_pages=3)
-    grace += Grid(GRACE, HIGHPRI, "busy", "2M", {
-        "mt_1": {1: 1.18, 16: 6.02},
-        "mt_2": {1: 1.17, 2: 1.05, 16: 8.44},
-        "mt_16": {1: 3.86, 2: 1.84},  # no samples at 16 pages: a missing cell
-    }).records()
+    grace += samples_at(
+        GRACE, UNBOUND, "busy", "serial", "2M", 16, [150.0, 150.0], first_rep=10, backing_ok=False
+    )
+    grace += samples_at(
+        GRACE, UNBOUND, "busy", "serial", "2M", 16, [0.5], first_rep=12, failed_pages=3
+    )
+    grace += Grid(
+        GRACE,
+        HIGHPRI,
+        "busy",
+        "2M",
+        {
+            "mt_1": {1: 1.18, 16: 6.02},
+            "mt_2": {1: 1.17, 2: 1.05, 16: 8.44},
+            "mt_16": {1: 3.86, 2: 1.84},  # no samples at 16 pages: a missing cell
+        },
+    ).records()
     # every sample of this cell excluded: missing, not 0
     grace += cell_with_mean(GRACE, HIGHPRI, "busy", "mt_1", "2M", 2, 1.78, backing_ok=False)
     # 2 MiB mTHP, idle system
     grace += Grid(GRACE, VANILLA, "idle", "2M", {"vanilla": {1: 5.94, 2: 7.67, 16: 9.41}}).records()
-    grace += Grid(GRACE, UNBOUND, "idle", "2M", {
-        "serial": {1: 5.50, 2: 7.00, 16: 9.00},
-        "mt_1": {1: 2.90, 2: 5.57, 16: 6.91},
-        "mt_2": {1: 6.90, 2: 7.11, 16: 12.23},
-        "mt_16": {1: 8.76, 2: 15.68, 16: 49.15},
-    }).records()
+    grace += Grid(
+        GRACE,
+        UNBOUND,
+        "idle",
+        "2M",
+        {
+            "serial": {1: 5.50, 2: 7.00, 16: 9.00},
+            "mt_1": {1: 2.90, 2: 5.57, 16: 6.91},
+            "mt_2": {1: 6.90, 2: 7.11, 16: 12.23},
+            "mt_16": {1: 8.76, 2: 15.68, 16: 49.15},
+        },
+    ).records()
     # 64 KiB base pages, idle system
     grace += Grid(GRACE, VANILLA, "idle", "base", {"vanilla": {32: 5.43, 256: 6.95}}).records()
     grace += Grid(GRACE, UNBOUND, "idle", "base", {"mt_16": {32: 8.61, 256: 23.39}}).records()

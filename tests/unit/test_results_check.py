@@ -17,10 +17,16 @@ def run_check(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list
     return code, capsys.readouterr().out.splitlines()
 
 
-def planned_cell(config: str, count: int, variant: str = "mt-unbound", load: str = "idle") -> dict[str, Any]:
+def planned_cell(
+    config: str, count: int, variant: str = "mt-unbound", load: str = "idle"
+) -> dict[str, Any]:
     return {
-        "cell_id": f"{variant}:{load}:{config}:2M:{count}", "load": load, "copy_config": config,
-        "page_kind": "2M", "page_count": count, "kernel_variant": variant,
+        "cell_id": f"{variant}:{load}:{config}:2M:{count}",
+        "load": load,
+        "copy_config": config,
+        "page_kind": "2M",
+        "page_count": count,
+        "kernel_variant": variant,
     }
 
 
@@ -72,13 +78,22 @@ def test_cells_missing_against_the_plan(tmp_path: Path, capsys: pytest.CaptureFi
     directory = tmp_path / "r1" / "grace1"
     records = fx.cell_with_mean(fx.GRACE, fx.UNBOUND, "idle", "mt_2", "2M", 1, 5.0)
     records += fx.cell_with_mean(fx.GRACE, fx.UNBOUND, "idle", "mt_2", "2M", 2, 5.0)[:3]
-    records += fx.cell_with_mean(fx.GRACE, fx.UNBOUND, "idle", "mt_4", "2M", 1, 5.0, backing_ok=False)
+    records += fx.cell_with_mean(
+        fx.GRACE, fx.UNBOUND, "idle", "mt_4", "2M", 1, 5.0, backing_ok=False
+    )
     records += fx.cell_with_mean(fx.GRACE, fx.UNBOUND, "idle", "mt_8", "2M", 1, 5.0)  # unplanned
     fx.write_jsonl(directory / "samples.jsonl", records)
     plan = {
-        "schema": "miglab.plan/1", "run_id": "r1", "host": "grace1", "repetitions": 4,
-        "cells": [planned_cell("mt_2", 1), planned_cell("mt_2", 2), planned_cell("mt_4", 1),
-                  planned_cell("mt_16", 1)],
+        "schema": "miglab.plan/1",
+        "run_id": "r1",
+        "host": "grace1",
+        "repetitions": 4,
+        "cells": [
+            planned_cell("mt_2", 1),
+            planned_cell("mt_2", 2),
+            planned_cell("mt_4", 1),
+            planned_cell("mt_16", 1),
+        ],
     }
     (directory / "plan.json").write_text(json.dumps(plan))
     code, output = run_check(capsys, str(tmp_path))
@@ -105,11 +120,20 @@ def test_sweep_runner_plans_per_variant(tmp_path: Path, capsys: pytest.CaptureFi
     fx.write_jsonl(tmp_path / "samples.jsonl", records)
     for variant, configs in (("vanilla", ["vanilla"]), ("mt-unbound", ["mt_2", "mt_4"])):
         cells = [
-            {key: value for key, value in planned_cell(config, 1, variant).items() if key != "kernel_variant"}
+            {
+                key: value
+                for key, value in planned_cell(config, 1, variant).items()
+                if key != "kernel_variant"
+            }
             for config in configs
         ]
-        plan = {"schema": "miglab.plan/1", "run_id": "r1", "variant": variant,
-                "definition": {"repetitions": 4}, "cells": cells}
+        plan = {
+            "schema": "miglab.plan/1",
+            "run_id": "r1",
+            "variant": variant,
+            "definition": {"repetitions": 4},
+            "cells": cells,
+        }
         (tmp_path / "variants" / variant).mkdir(parents=True)
         (tmp_path / "variants" / variant / "plan.json").write_text(json.dumps(plan))
     code, output = run_check(capsys, str(tmp_path))
@@ -130,7 +154,9 @@ def test_unreadable_plan_is_a_problem(tmp_path: Path, capsys: pytest.CaptureFixt
     assert output[0] == f"{plan}: repetitions: missing or not an integer >= 1"
 
 
-def test_numbers_that_contradict_each_other(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_numbers_that_contradict_each_other(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     records = fx.samples_at(fx.GRACE, fx.UNBOUND, "idle", "mt_2", "2M", 4, [5.0, 5.0, 5.0])
     records[1]["bytes"] = 4 * 65536  # base pages' bytes for a 2M move: not what was verified
     records[1]["gbps"] = records[1]["bytes"] / records[1]["elapsed_ns"]

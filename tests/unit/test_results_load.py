@@ -52,15 +52,23 @@ def corrupt_file(tmp_path: Path) -> tuple[Path, dict[int, str]]:
     newer["schema"] = "miglab.sample/2"
     no_workqueue = copy.deepcopy(records[5])
     del no_workqueue["workqueue"]
-    lines = [json.dumps(records[0]), json.dumps(records[1]), TRUNCATED, json.dumps(wrong_type),
-             json.dumps(several), json.dumps(newer), json.dumps(no_workqueue),
-             json.dumps(records[6]), json.dumps(records[7])]
+    lines = [
+        json.dumps(records[0]),
+        json.dumps(records[1]),
+        TRUNCATED,
+        json.dumps(wrong_type),
+        json.dumps(several),
+        json.dumps(newer),
+        json.dumps(no_workqueue),
+        json.dumps(records[6]),
+        json.dumps(records[7]),
+    ]
     path = write_lines(tmp_path / "r1" / "grace1" / "samples.jsonl", lines)
     expected = {
         3: "not valid JSON (Expecting value at column 41); truncated or corrupt line",
         4: "field 'page_count': '4' is not of type 'integer'",
         5: "field 'backing_ok': 1 is not of type 'boolean'; "
-           "field 'gbps': -1.0 is less than the minimum of 0",
+        "field 'gbps': -1.0 is less than the minimum of 0",
         6: "unknown schema version 'miglab.sample/2' (this miglab reads 'miglab.sample/1')",
         7: "missing required field 'workqueue'",
     }
@@ -91,7 +99,11 @@ def test_cli_refuses_or_skips_with_the_same_messages(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path, expected = corrupt_file(tmp_path)
-    for command in (["table"], ["compare", "load=idle", "load=busy"], ["report", "-o", str(tmp_path / "out")]):
+    for command in (
+        ["table"],
+        ["compare", "load=idle", "load=busy"],
+        ["report", "-o", str(tmp_path / "out")],
+    ):
         assert main([*command, str(tmp_path)]) == 2
         err = capsys.readouterr().err
         for line, message in expected.items():
@@ -159,7 +171,8 @@ def test_directories_are_searched_recursively(tmp_path: Path) -> None:
     fx.write_results(tmp_path)
     files = find_sample_files([tmp_path, tmp_path / "r1" / "grace1" / "samples.jsonl"])
     assert [f.relative_to(tmp_path).as_posix() for f in files] == [
-        "r1/grace1/samples.jsonl", "r2/epyc1/samples.jsonl",
+        "r1/grace1/samples.jsonl",
+        "r2/epyc1/samples.jsonl",
     ]
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no samples.jsonl below this directory"):
@@ -249,9 +262,21 @@ def test_vectorised_checks_judge_what_arrow_can_parse(
     mutation_results: dict[str, tuple[bool, bool]],
 ) -> None:
     judged_fast = [
-        "valid", "config-bad", "page-kind-bad", "workqueue-unknown", "gbps-below-minimum",
-        "host-empty", "host-null", "host-missing", "workqueue-missing", "threads-missing",
-        "cell_id-null", "cell_id-missing", "timestamp-no-zone", "schema-other", "extra-field",
+        "valid",
+        "config-bad",
+        "page-kind-bad",
+        "workqueue-unknown",
+        "gbps-below-minimum",
+        "host-empty",
+        "host-null",
+        "host-missing",
+        "workqueue-missing",
+        "threads-missing",
+        "cell_id-null",
+        "cell_id-missing",
+        "timestamp-no-zone",
+        "schema-other",
+        "extra-field",
         "gbps-integer",
     ]
     assert {name: mutation_results[name][1] for name in judged_fast} == dict.fromkeys(

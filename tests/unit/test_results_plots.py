@@ -35,15 +35,23 @@ def png_size(path: Path) -> tuple[int, int]:
 def series_ids(path: Path) -> list[str]:
     root = ET.parse(path).getroot()
     assert root.tag == f"{SVG_NS}svg", f"{path} is not an SVG document"
-    return [element.get("id", "") for element in root.iter() if element.get("id", "").startswith("series-")]
+    return [
+        element.get("id", "")
+        for element in root.iter()
+        if element.get("id", "").startswith("series-")
+    ]
 
 
 def test_every_plot_is_written_in_both_formats(plots: Path) -> None:
     stems = {
-        "throughput-epyc1-2M-none", "throughput-grace1-base-unbound",
-        "throughput-grace1-2M-unbound", "throughput-grace1-2M-highpri",
-        "speedup-grace1-base-idle-unbound", "speedup-grace1-2M-idle-unbound",
-        "speedup-grace1-2M-busy-unbound", "speedup-grace1-2M-busy-highpri",
+        "throughput-epyc1-2M-none",
+        "throughput-grace1-base-unbound",
+        "throughput-grace1-2M-unbound",
+        "throughput-grace1-2M-highpri",
+        "speedup-grace1-base-idle-unbound",
+        "speedup-grace1-2M-idle-unbound",
+        "speedup-grace1-2M-busy-unbound",
+        "speedup-grace1-2M-busy-highpri",
     }
     assert {path.name for path in plots.iterdir()} == {
         f"{stem}.{suffix}" for stem in stems for suffix in ("png", "svg")
@@ -62,7 +70,10 @@ def test_throughput_series_one_per_config_and_load(plots: Path) -> None:
     ]
     # highpri was measured busy only; mt_1 at 2 pages is missing but the line exists
     assert series_ids(plots / "throughput-grace1-2M-highpri.svg") == [
-        "series-busy-vanilla", "series-busy-mt_1", "series-busy-mt_2", "series-busy-mt_16",
+        "series-busy-vanilla",
+        "series-busy-mt_1",
+        "series-busy-mt_2",
+        "series-busy-mt_16",
     ]
     assert series_ids(plots / "throughput-epyc1-2M-none.svg") == ["series-idle-vanilla"]
     text = (plots / "throughput-grace1-2M-unbound.svg").read_text()
@@ -73,13 +84,17 @@ def test_throughput_series_one_per_config_and_load(plots: Path) -> None:
 def test_speedup_heat_map_rows_and_labels(plots: Path) -> None:
     path = plots / "speedup-grace1-2M-busy-highpri.svg"
     assert series_ids(path) == [
-        "series-speedup-mt_1", "series-speedup-mt_2", "series-speedup-mt_16",
+        "series-speedup-mt_1",
+        "series-speedup-mt_2",
+        "series-speedup-mt_16",
     ]
     labels = [element.text for element in ET.parse(path).getroot().iter(f"{SVG_NS}text")]
     # mt_2 over vanilla at 16 pages: 8.44 / 3.47; missing cells are labelled "-"
     assert f"{8.44 / 3.47:.2f}x*" in labels
     assert labels.count("-") == 2
     assert series_ids(plots / "speedup-grace1-2M-busy-unbound.svg") == [
-        "series-speedup-serial", "series-speedup-mt_1", "series-speedup-mt_2",
+        "series-speedup-serial",
+        "series-speedup-mt_1",
+        "series-speedup-mt_2",
         "series-speedup-mt_16",
     ]

@@ -58,11 +58,26 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     grace = results / "r1" / "grace1"
     (grace / "lab-facts.json").write_text(json.dumps(LAB_FACTS))
     (grace / "run-meta.json").write_text(json.dumps(RUN_META))
-    (grace / "plan.json").write_text(json.dumps({
-        "schema": "miglab.plan/1", "run_id": "r1", "host": "grace1", "repetitions": 4,
-        "cells": [{"cell_id": "c1", "load": "busy", "copy_config": "mt_16", "page_kind": "2M",
-                   "page_count": 16, "kernel_variant": "mt-highpri"}],
-    }))
+    (grace / "plan.json").write_text(
+        json.dumps(
+            {
+                "schema": "miglab.plan/1",
+                "run_id": "r1",
+                "host": "grace1",
+                "repetitions": 4,
+                "cells": [
+                    {
+                        "cell_id": "c1",
+                        "load": "busy",
+                        "copy_config": "mt_16",
+                        "page_kind": "2M",
+                        "page_count": 16,
+                        "kernel_variant": "mt-highpri",
+                    }
+                ],
+            }
+        )
+    )
     with (grace / "samples.jsonl").open("a") as stream:
         stream.write('{"schema": "miglab.sample/1", "run_id"\n')  # a torn last line
     out = root / "out"
@@ -111,7 +126,10 @@ def test_warnings(report: Path) -> None:
     assert f"Unstable: {busy_unbound}: mt_16 at 1 page" in warnings
     assert f"Missing: {busy_highpri}: mt_1 at 2 pages (all 4 samples excluded)" in warnings
     assert f"Missing: {busy_highpri}: mt_16 at 16 pages (no samples)" in warnings
-    assert "Plan: " in warnings and "missing cell c1 (mt-highpri, busy, mt_16, 2M, 16 pages): 0 of 4" in warnings
+    assert (
+        "Plan: " in warnings
+        and "missing cell c1 (mt-highpri, busy, mt_16, 2M, 16 pages): 0 of 4" in warnings
+    )
 
 
 def test_provenance(report: Path) -> None:
@@ -142,9 +160,11 @@ def test_markdown_plots_exist(report: Path) -> None:
 
 @pytest.mark.parametrize(("statistic", "speedups"), [("median", True), ("min", False)])
 def test_other_statistics(tmp_path: Path, statistic: str, speedups: bool) -> None:
-    results = fx.write_results(tmp_path / "results", {fx.EPYC: fx.standard_records()[fx.EPYC]} | {
-        fx.GRACE: [r for r in fx.standard_records()[fx.GRACE] if r["load"] == "idle"]
-    })
+    results = fx.write_results(
+        tmp_path / "results",
+        {fx.EPYC: fx.standard_records()[fx.EPYC]}
+        | {fx.GRACE: [r for r in fx.standard_records()[fx.GRACE] if r["load"] == "idle"]},
+    )
     out = tmp_path / "out"
     assert main(["report", str(results), "-o", str(out), "--stat", statistic]) == 0
     markdown = (out / "report.md").read_text()

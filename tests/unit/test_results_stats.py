@@ -23,12 +23,22 @@ def sample_frame(groups: dict[str, list[tuple[int, int, bool, int]]]) -> pd.Data
     rows = []
     for config, samples in groups.items():
         for moved, elapsed, backing_ok, failed in samples:
-            rows.append({
-                "host": "h", "page_kind": "2M", "load": "idle", "workqueue": None,
-                "kernel_variant": "v", "copy_config": config, "page_count": 1,
-                "bytes": moved, "elapsed_ns": elapsed, "gbps": moved / elapsed,
-                "backing_ok": backing_ok, "failed_pages": failed,
-            })
+            rows.append(
+                {
+                    "host": "h",
+                    "page_kind": "2M",
+                    "load": "idle",
+                    "workqueue": None,
+                    "kernel_variant": "v",
+                    "copy_config": config,
+                    "page_count": 1,
+                    "bytes": moved,
+                    "elapsed_ns": elapsed,
+                    "gbps": moved / elapsed,
+                    "backing_ok": backing_ok,
+                    "failed_pages": failed,
+                }
+            )
     frame = pd.DataFrame(rows)
     for column in ("host", "page_kind", "load", "kernel_variant", "copy_config"):
         frame[column] = frame[column].astype("category")
@@ -63,7 +73,10 @@ def test_cell_statistics_match_independent_computation() -> None:
     residual = moved - ratio * elapsed
     se = math.sqrt((residual**2).sum() / 10 / 11) / elapsed.mean()
     half = scipy_stats.t.ppf(0.975, 10) * se
-    assert (row["mean_lo"], row["mean_hi"]) == (pytest.approx(ratio - half), pytest.approx(ratio + half))
+    assert (row["mean_lo"], row["mean_hi"]) == (
+        pytest.approx(ratio - half),
+        pytest.approx(ratio + half),
+    )
 
 
 def test_stability_verdicts() -> None:
@@ -72,7 +85,9 @@ def test_stability_verdicts() -> None:
     stalled = steady[:4] + [(moved, 1000 * 100, True, 0)]  # one move 100x slower
     noisy = [(moved, t, True, 0) for t in (1000, 1400, 700, 1200, 800)]
     few = steady[:2]
-    frame = sample_frame({"a": steady, "b": stalled, "c": noisy, "d": few, "e": [(moved, 5, False, 0)]})
+    frame = sample_frame(
+        {"a": steady, "b": stalled, "c": noisy, "d": few, "e": [(moved, 5, False, 0)]}
+    )
     rows = {r["copy_config"]: r for r in cell_statistics(frame, StabilityRule()).to_dict("records")}
     assert not rows["a"]["unstable"] and not rows["a"]["few"]
     assert rows["b"]["unstable"] and "of the median" in rows["b"]["reason"]
@@ -103,8 +118,9 @@ def test_welch_clearly_different() -> None:
     difference = welch_difference(a, b, "mean")
     assert difference.ratio == pytest.approx(0.5)
     assert difference.change_percent == pytest.approx(-50.0)
-    expected = scipy_stats.ttest_ind(a.elapsed_ns / a.moved_bytes, b.elapsed_ns / b.moved_bytes,
-                                     equal_var=False).pvalue
+    expected = scipy_stats.ttest_ind(
+        a.elapsed_ns / a.moved_bytes, b.elapsed_ns / b.moved_bytes, equal_var=False
+    ).pvalue
     assert difference.p_value == pytest.approx(expected)
     assert difference.p_value < 1e-5
     assert difference.ci_low < 0.5 < difference.ci_high < 0.6
@@ -122,7 +138,9 @@ def test_welch_on_arithmetic_means_and_degenerate_cells() -> None:
     b = cell([6.0, 6.1, 5.9, 6.0])
     difference = welch_difference(a, b, "amean")
     assert difference.ratio == pytest.approx(6.0 / 5.0)
-    assert difference.p_value == pytest.approx(scipy_stats.ttest_ind(a.gbps, b.gbps, equal_var=False).pvalue)
+    assert difference.p_value == pytest.approx(
+        scipy_stats.ttest_ind(a.gbps, b.gbps, equal_var=False).pvalue
+    )
     assert math.isnan(welch_difference(cell([5.0]), b, "mean").p_value)
     assert welch_difference(cell([5.0, 5.0]), cell([5.0, 5.0]), "mean").p_value == 1.0
     assert welch_difference(cell([5.0, 5.0]), cell([6.0, 6.0]), "mean").p_value == 0.0

@@ -146,7 +146,9 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     return code, captured.out, captured.err
 
 
-def test_markdown_tables_are_the_chosen_means(results: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_markdown_tables_are_the_chosen_means(
+    results: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = run_cli(capsys, "table", str(results))
     assert code == 0
     assert out == EXPECTED_MARKDOWN
@@ -236,9 +238,18 @@ def test_show_spread_prints_the_confidence_interval(results: Path) -> None:
     assert "Spread: mean ± half-width of its 95% confidence interval." in text
 
 
-def test_show_noise_prints_n_cv_and_range(results: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_show_noise_prints_n_cv_and_range(
+    results: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = run_cli(
-        capsys, "table", str(results), "--load", "busy", "--variant", "mt-unbound", "--show-noise",
+        capsys,
+        "table",
+        str(results),
+        "--load",
+        "busy",
+        "--variant",
+        "mt-unbound",
+        "--show-noise",
     )
     assert code == 0
     assert "| 1 | 1.38 (n=4, CV 3%, 1.34-1.42) |" in out
@@ -248,7 +259,10 @@ def test_show_noise_prints_n_cv_and_range(results: Path, capsys: pytest.CaptureF
         capsys, "table", str(results), "--host", "epyc1", "--format", "csv", "--show-noise"
     )
     lines = out.splitlines()
-    assert lines[1] == "pages,vanilla,vanilla_n,vanilla_cv,vanilla_min,vanilla_max,unstable,few_samples"
+    assert (
+        lines[1]
+        == "pages,vanilla,vanilla_n,vanilla_cv,vanilla_min,vanilla_max,unstable,few_samples"
+    )
     n, cv, low, high = lines[2].split(",")[2:6]
     assert n == "4" and 0.02 < float(cv) < 0.03 and float(low) < 3.0 < float(high)
 
@@ -282,7 +296,9 @@ def test_filters_and_variant_keeps_the_vanilla_reference(results: Path) -> None:
     assert SampleFilter(runs=("nope",)).apply(samples.frame).empty
 
 
-def test_no_matching_samples_is_a_user_error(results: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_matching_samples_is_a_user_error(
+    results: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, _, err = run_cli(capsys, "table", str(results), "--host", "nowhere")
     assert code == 2
     assert "no samples match" in err
@@ -357,5 +373,12 @@ def test_titles_name_workqueue_and_load() -> None:
 def test_columns_sort_by_family_then_number() -> None:
     configs = ["mt_16", "dma_2", "mt_2", "vanilla", "mt_1", "serial", "dma_16", "mt_32"]
     assert sorted(configs, key=config_sort_key) == [
-        "vanilla", "serial", "mt_1", "mt_2", "mt_16", "mt_32", "dma_2", "dma_16",
+        "vanilla",
+        "serial",
+        "mt_1",
+        "mt_2",
+        "mt_16",
+        "mt_32",
+        "dma_2",
+        "dma_16",
     ]

@@ -145,13 +145,6 @@ def test_sweep_resume_and_collect(tmp_path):
     assert r.returncode == 0 and recap(r.stdout)["changed"] == 0
 
 
-def test_disabled_host_is_skipped(tmp_path):
-    inv = inventory(tmp_path, sweep_enabled=False)
-    r = playbook(inv, "sweep.yml")
-    assert r.returncode == 0, r.stdout[-3000:]
-    assert not (tmp_path / "host").exists()
-
-
 def test_polling_survives_then_gives_up_on_an_unreachable_host(tmp_path):
     """One host answers (its runner's job is finished), one never does (ssh to a closed
     port): the unreachable one is polled again up to sweep_poll_unreachable_max, then given

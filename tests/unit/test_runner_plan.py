@@ -30,18 +30,43 @@ def test_expansion_counts_and_cells():
 
 
 def test_thread_matrix_of_a_patched_variant():
-    variants = {
-        "mt": {
-            "profile": "mt_sysctl_v1",
-            "workqueue": "unbound",
-            "copy_configs": ["serial", "mt_1", "mt_2", "mt_32"],
-        }
+    record = {
+        "name": "mt",
+        "knob_profile": "mt_sysctl_v1",
+        "workqueue": "unbound",
+        "copy_configs": ["serial", "mt_1", "mt_2", "mt_32"],
     }
-    p = expand(definition(variants=variants, kernel_variant="mt"))
+    p = expand(definition(kernel_variants=[{"name": "vanilla"}, record], kernel_variant="mt"))
     assert len(p["cells"]) == 4 * 4
     threads = {c["copy_config"]: c["threads"] for c in p["cells"]}
     assert threads == {"serial": None, "mt_1": 1, "mt_2": 2, "mt_32": 32}
     assert p["variant_definition"]["workqueue"] == "unbound"
+    assert p["variant_definition"]["profile"] == "mt_sysctl_v1"
+    assert p["variant_key"] == "kernel_variants[1]"
+
+
+def test_the_record_is_merged_over_kernel_variant_defaults():
+    """What to sweep comes from the variant's one record, over kernel_variant_defaults (as the
+    kernel build merges it); the record's build keys are the kernel build's, not looked at."""
+    d = definition(
+        kernel_variant_defaults={"knob_profile": "mt_sysctl_v1", "source": {"git": {}}},
+        kernel_variants=[
+            {"name": "vanilla", "knob_profile": "vanilla", "description": "Debian's, as is"},
+            {"name": "mt", "copy_configs": ["serial", "mt_4"], "patches": [{"file": "x"}]},
+        ],
+        kernel_variant="mt",
+    )
+    p = expand(d)
+    assert p["variant_definition"] == {
+        "profile": "mt_sysctl_v1",
+        "workqueue": None,
+        "copy_configs": ["serial", "mt_4"],
+        "knob_params": {},
+    }
+    assert {c["copy_config"] for c in p["cells"]} == {"serial", "mt_4"}
+    assert expand(dict(d, kernel_variant="vanilla"))["variant_definition"]["copy_configs"] == [
+        "vanilla"
+    ]
 
 
 def test_order_is_deterministic_and_seeded():
@@ -61,10 +86,12 @@ def test_order_is_deterministic_and_seeded():
 
 
 def test_interleave_rotates_configurations():
-    variants = {"mt": {"profile": "mt_sysctl_v1", "copy_configs": ["serial", "mt_2", "mt_4"]}}
+    records = [
+        {"name": "mt", "knob_profile": "mt_sysctl_v1", "copy_configs": ["serial", "mt_2", "mt_4"]}
+    ]
     p = expand(
         definition(
-            variants=variants,
+            kernel_variants=records,
             kernel_variant="mt",
             order="interleave",
             folio_kinds=["2M"],
@@ -81,11 +108,9 @@ def test_interleave_rotates_configurations():
 
 
 def test_workqueue_none_means_null():
-    variants = {"v": {"copy_configs": ["vanilla"], "workqueue": "none"}}
-    assert (
-        expand(definition(variants=variants, kernel_variant="v"))["variant_definition"]["workqueue"]
-        is None
-    )
+    records = [{"name": "v", "copy_configs": ["vanilla"], "workqueue": "none"}]
+    plan = expand(definition(kernel_variants=records, kernel_variant="v"))
+    assert plan["variant_definition"]["workqueue"] is None
 
 
 def test_plan_hash_identity():
@@ -142,66 +167,100 @@ def test_load_plan_rejects_a_tampered_plan():
         ({"dst_node": 0}, "sweep_dst_node", "must differ"),
         ({"run_id": ""}, "sweep_run_id", "required"),
         ({"run_id": "../x"}, "sweep_run_id", "must be a name"),
-        ({"kernel_variant": "other"}, "sweep_kernel_variant", "not a key of sweep_variants"),
+        ({"kernel_variant": "other"}, "sweep_kernel_variant", "not the name of a kernel variant"),
+        ({"kernel_variants": []}, "kernel_variants", "non-empty list"),
         ({"bogus": 1}, "sweep_bogus", "unknown key"),
         ({"tuning": {"thp_enabled": "never"}}, "sweep_tuning.thp_enabled", "impossible"),
         ({"tuning": {"numa_balancing": 2}}, "sweep_tuning.numa_balancing", "must be one of"),
         (
-            {"variants": {"vanilla": {"copy_configs": ["mt_0"]}}},
-            "sweep_variants.vanilla.copy_configs[0]",
+            {
+                "kernel_variants": [
+                    {"name": "vanilla", "knob_profile": "auto", "copy_configs": ["mt_0"]}
+                ]
+            },
+            "kernel_variants[0].copy_configs[0]",
             "unknown copy config",
         ),
         (
-            {"variants": {"vanilla": {"copy_configs": ["mt_128"]}}},
-            "sweep_variants.vanilla.copy_configs[0]",
+            {
+                "kernel_variants": [
+                    {"name": "vanilla", "knob_profile": "auto", "copy_configs": ["mt_128"]}
+                ]
+            },
+            "kernel_variants[0].copy_configs[0]",
             "outside the range of any knob profile (1..64)",
         ),
         (
-            {"variants": {"vanilla": {"profile": "mt_sysctl_v1", "copy_configs": ["mt_64"]}}},
-            "sweep_variants.vanilla.copy_configs[0]",
+            {
+                "kernel_variants": [
+                    {"name": "vanilla", "knob_profile": "mt_sysctl_v1", "copy_configs": ["mt_64"]}
+                ]
+            },
+            "kernel_variants[0].copy_configs[0]",
             "outside the range of profile 'mt_sysctl_v1'",
         ),
         (
-            {"variants": {"vanilla": {"profile": "dcbm_sysfs_v4", "copy_configs": ["dma_17"]}}},
-            "sweep_variants.vanilla.copy_configs[0]",
+            {
+                "kernel_variants": [
+                    {"name": "vanilla", "knob_profile": "dcbm_sysfs_v4", "copy_configs": ["dma_17"]}
+                ]
+            },
+            "kernel_variants[0].copy_configs[0]",
             "(1..16)",
         ),
         (
-            {"variants": {"vanilla": {"profile": "dcbm_sysfs_v4", "copy_configs": ["mt_4"]}}},
-            "sweep_variants.vanilla.copy_configs[0]",
+            {
+                "kernel_variants": [
+                    {"name": "vanilla", "knob_profile": "dcbm_sysfs_v4", "copy_configs": ["mt_4"]}
+                ]
+            },
+            "kernel_variants[0].copy_configs[0]",
             "not offered by knob profile",
         ),
         (
-            {"variants": {"vanilla": {"profile": "vanilla", "copy_configs": ["serial"]}}},
-            "sweep_variants.vanilla.copy_configs[0]",
+            {
+                "kernel_variants": [
+                    {"name": "vanilla", "knob_profile": "vanilla", "copy_configs": ["serial"]}
+                ]
+            },
+            "kernel_variants[0].copy_configs[0]",
             "not offered",
         ),
         (
-            {"variants": {"vanilla": {"profile": "nope", "copy_configs": ["vanilla"]}}},
-            "sweep_variants.vanilla.profile",
+            {
+                "kernel_variants": [
+                    {"name": "vanilla", "knob_profile": "nope", "copy_configs": ["vanilla"]}
+                ]
+            },
+            "kernel_variants[0].knob_profile",
             "unknown knob profile",
         ),
         (
-            {"variants": {"vanilla": {"copy_configs": []}}},
-            "sweep_variants.vanilla.copy_configs",
+            {"kernel_variants": [{"name": "vanilla", "copy_configs": []}]},
+            "kernel_variants[0].copy_configs",
             "non-empty list",
         ),
         (
-            {"variants": {"vanilla": {"copy_configs": ["vanilla"], "workqueue": "fast"}}},
-            "sweep_variants.vanilla.workqueue",
+            {
+                "kernel_variants": [
+                    {"name": "vanilla", "copy_configs": ["vanilla"], "workqueue": "fast"}
+                ]
+            },
+            "kernel_variants[0].workqueue",
             "must be one of",
         ),
         (
             {
-                "variants": {
-                    "vanilla": {
-                        "profile": "mt_sysctl_v1",
+                "kernel_variants": [
+                    {
+                        "name": "vanilla",
+                        "knob_profile": "mt_sysctl_v1",
                         "copy_configs": ["serial"],
                         "knob_params": {"push_0_pull_1": 2},
                     }
-                }
+                ]
             },
-            "sweep_variants.vanilla.knob_params.push_0_pull_1",
+            "kernel_variants[0].knob_params.push_0_pull_1",
             "must be one of 0, 1",
         ),
         (
@@ -256,12 +315,14 @@ def test_plan_command_line_names_the_key():
     assert r.stdout == ""
 
 
-def _inventory_definition(group_vars: Path) -> dict:
-    """The definition the sweep role builds: role defaults overlaid with the group_vars."""
+def _inventory_definition(inventory: Path) -> dict:
+    """The definition the sweep role builds: role defaults overlaid with the inventory's
+    group_vars (the sweep in lab/sweep.yml, the variant records in all/kernel_variants.yml)."""
     defaults = yaml.safe_load((REPO / "roles/sweep/defaults/main.yml").read_text())
     values = dict(defaults)
-    values.update(yaml.safe_load(group_vars.read_text()))
-    out = {}
+    values.update(yaml.safe_load((inventory / "group_vars/lab/sweep.yml").read_text()))
+    records = yaml.safe_load((inventory / "group_vars/all/kernel_variants.yml").read_text())
+    out = {key: records[key] for key in planmod.VARIANT_RECORD_KEYS if key in records}
     for key in planmod.DEFAULTS:
         if f"sweep_{key}" in values:
             out[key] = values[f"sweep_{key}"]
@@ -269,25 +330,30 @@ def _inventory_definition(group_vars: Path) -> dict:
 
 
 def test_example_lab_carries_the_thread_matrix():
-    gv = REPO / "inventory/example-lab/group_vars/lab/sweep.yml"
-    d = _inventory_definition(gv)
+    d = _inventory_definition(REPO / "inventory/example-lab")
     d["run_id"] = "example"
     assert d["page_counts"]["2M"] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 768, 1024]
     assert d["page_counts"]["base"] == [32, 256, 512, 768, 1024]
     assert d["repetitions"] == 10
-    for variant in d["variants"]:
-        p = expand(dict(d, kernel_variant=variant))
-        configs = d["variants"][variant]["copy_configs"]
-        assert len(p["cells"]) == len(d["loads"]) * len(configs) * (12 + 5)
-    mt = [v for v in d["variants"].values() if "mt_32" in v["copy_configs"]]
-    assert mt and all(
-        {f"mt_{n}" for n in (1, 2, 4, 8, 16, 32)} <= set(v["copy_configs"]) for v in mt
-    )
+    plans = {
+        record["name"]: expand(dict(d, kernel_variant=record["name"]))
+        for record in d["kernel_variants"]
+    }
+    assert set(plans) == {"vanilla", "mt-unbound", "mt-highpri"}
+    thread_columns = ["serial"] + [f"mt_{n}" for n in (1, 2, 4, 8, 16, 32)]
+    for name, plan in plans.items():
+        configs = plan["variant_definition"]["copy_configs"]
+        assert configs == (["vanilla"] if name == "vanilla" else thread_columns), name
+        assert len(plan["cells"]) == len(d["loads"]) * len(configs) * (12 + 5)
+    assert plans["mt-unbound"]["variant_definition"]["workqueue"] == "unbound"
+    assert plans["mt-highpri"]["variant_definition"]["workqueue"] == "highpri"
+    assert {p["variant_definition"]["profile"] for n, p in plans.items() if n != "vanilla"} == {
+        "mt_sysctl_v1"
+    }
 
 
 def test_vlab_sweep_is_small_and_valid():
-    gv = REPO / "inventory/vlab/group_vars/lab/sweep.yml"
-    d = _inventory_definition(gv)
+    d = _inventory_definition(REPO / "inventory/vlab")
     d["run_id"] = "vlab"
     p = expand(d)
     assert set(d["loads"]) == {"idle", "busy"}

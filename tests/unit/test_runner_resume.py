@@ -34,20 +34,23 @@ from miglab_runner_testlib import (
     validator,
 )
 
-MT = {
-    "mt": {
-        "profile": "mt_sysctl_v1",
+MT = [
+    {
+        "name": "mt",
+        "knob_profile": "mt_sysctl_v1",
         "workqueue": "unbound",
         "copy_configs": ["serial", "mt_2", "mt_4"],
     }
-}
+]
 
 
 @pytest.fixture
 def lab(tmp_path):
     root = fake_host_tree(tmp_path / "root", nodes=2)
     add_profile_knobs(root, "mt_sysctl_v1")
-    d = definition(variants=MT, kernel_variant="mt", page_counts={"base": [32], "2M": [1, 4]})
+    d = definition(
+        kernel_variants=MT, kernel_variant="mt", page_counts={"base": [32], "2M": [1, 4]}
+    )
     plan = expand(d)
     plan_path = tmp_path / "plan.json"
     plan_path.write_text(json.dumps(plan))
@@ -227,7 +230,7 @@ def test_a_different_definition_under_the_same_run_id_is_refused(lab, tmp_path):
     assert run(lab).returncode == 0
     other = expand(
         definition(
-            variants=MT,
+            kernel_variants=MT,
             kernel_variant="mt",
             repetitions=7,
             page_counts={"base": [32], "2M": [1, 4]},
@@ -243,7 +246,7 @@ def test_preflight_refuses_before_touching_the_host(lab):
     (lab["root"] / "proc/sys/vm/use_mt_copy").unlink()  # kernel without the series
     r = run(lab)
     assert r.returncode == 2
-    assert "sweep_variants.mt.profile" in r.stderr
+    assert "kernel_variants[0].knob_profile" in r.stderr
     assert read(lab["root"], "proc/sys/kernel/numa_balancing") == "1"
     assert not (lab["run_dir"] / "samples.jsonl").exists()
 

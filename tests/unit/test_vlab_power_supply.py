@@ -59,9 +59,9 @@ def test_a_reset_becomes_a_new_qemu_with_the_same_command_line(paths: GuestPaths
     supply = guests.power_supply_pid(paths)
     assert supply is not None and cmdline(first) == qemu_argv(paths)
     guests.reset(paths)  # QMP system_reset: what a reboot inside the guest does
-    assert wait_until(
-        lambda: guests.running_pid(paths, restart_wait=0) not in (None, first)
-    ), paths.power_log.read_text()
+    assert wait_until(lambda: guests.running_pid(paths, restart_wait=0) not in (None, first)), (
+        paths.power_log.read_text()
+    )
     second = guests.running_pid(paths)
     assert second is not None and gone(first)
     assert cmdline(second) == qemu_argv(paths)

@@ -146,7 +146,9 @@ def lab_answers_after_each_module() -> Iterator[None]:
         paths = GuestPaths.for_guest(STATE_DIR, guest.name)
         if guest_control.running_pid(paths) is None:
             continue
-        if guest_control.ensure_answering(guest, paths, timeout=300, reset_hung=True, hung_after=60):
+        if guest_control.ensure_answering(
+            guest, paths, timeout=300, reset_hung=True, hung_after=60
+        ):
             print(f"lab: {guest.name} did not answer after this module and was power-cycled")
 
 

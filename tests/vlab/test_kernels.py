@@ -129,7 +129,9 @@ def known_good(guest: str) -> str:
 def test_the_pipeline_ran_on_every_host(pipeline: Pipeline) -> None:
     for guest in pipeline.guests:
         recap = pipeline.first.recap(guest)
-        assert recap["failed"] == 0 and recap["unreachable"] == 0, pipeline.first.report(LAB_STATE_DIR)
+        assert recap["failed"] == 0 and recap["unreachable"] == 0, pipeline.first.report(
+            LAB_STATE_DIR
+        )
 
 
 def test_vanilla_and_the_patched_variant_booted_verified_on_every_host(pipeline: Pipeline) -> None:

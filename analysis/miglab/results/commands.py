@@ -1,4 +1,4 @@
-"""The analysis sub-commands: table, compare, plot, report, check, export.
+"""The analysis sub-commands: table, compare, plot, report, check, export, summary.
 
 Each handler parses nothing itself: it turns the argparse namespace into library calls and
 returns an exit code (0 success, 1 `check` found problems; user errors raise MiglabError,
@@ -257,6 +257,23 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def summarise(run_dir: Path, report_dir: Path | None = None, skip_bad: bool = False) -> str:
+    """What a run's main job ends with: every table of the run as plain text, then the HTML
+    report (written under the run's directory), its path on the last line."""
+    rule = StabilityRule()
+    samples = load_samples([str(run_dir)], skip_bad=skip_bad)
+    statistic: Statistic = "mean"
+    tables = build_tables(samples.frame, statistic, rule, 0.95)
+    text = render_summary_tables(tables, "text", rule, False, _messages(samples), statistic)
+    files = write_report(samples, report_dir or run_dir / "report", statistic, rule)
+    return f"{text}\nresults: {run_dir}\nreport: {files.html}\n"
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    sys.stdout.write(summarise(Path(args.run_dir), args.output, args.skip_bad))
+    return 0
+
+
 def run_check(args: argparse.Namespace) -> int:
     report = check_results(args.results, thorough=args.thorough)
     for line in report.lines():
@@ -345,6 +362,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also run every record through jsonschema itself (slow: ~0.25 ms per record)",
     )
     check.set_defaults(func=run_check)
+
+    summary = subparsers.add_parser(
+        "summary", help="a run's tables as plain text and its HTML report (what site.yml ends with)",
+        description="Prints every table of results/<run_id>/ as aligned text, writes the HTML and "
+        "Markdown report to RUN_DIR/report/ (or -o) and prints the report's path last.",
+    )
+    summary.add_argument("run_dir", metavar="RUN_DIR", help="results/<run_id>/")
+    summary.add_argument("--skip-bad", action="store_true", help="as for table")
+    summary.add_argument("-o", "--output", type=Path, help="report directory (RUN_DIR/report)")
+    summary.set_defaults(func=run_summary)
 
     export = subparsers.add_parser("export", help="the tidy sample table as CSV or Parquet")
     _add_input(export)

@@ -12,6 +12,20 @@ from miglab_host.facts import kernel_arch
 PACKAGE_FORMATS = {"Debian": "deb", "RedHat": "rpm"}
 
 
+def variant_applies(variant: dict[str, Any], host: str, group_names: list[str]) -> bool:
+    """Whether a (validated) variant is for this host: its `hosts` and `groups` say."""
+    if variant.get("groups") and not set(variant["groups"]) & set(group_names):
+        return False
+    return not (variant.get("hosts") and host not in variant["hosts"])
+
+
+def kernel_variants_for_host(
+    variants: list[dict[str, Any]], host: str, group_names: list[str]
+) -> list[str]:
+    """Names of the variants this host gets, in the inventory's order."""
+    return [v["name"] for v in variants if variant_applies(v, host, group_names)]
+
+
 def staged_patch_path(work_dir: str, variant: str, index: int, name: str) -> str:
     return os.path.join(work_dir, "patches", variant, f"{index:04d}-{os.path.basename(name)}")
 
@@ -34,9 +48,7 @@ def kernel_build_requests(
     package_format = PACKAGE_FORMATS.get(os_family, "deb")
     requests = []
     for variant in variants:
-        if variant.get("groups") and not set(variant["groups"]) & set(group_names):
-            continue
-        if variant.get("hosts") and inventory_hostname not in variant["hosts"]:
+        if not variant_applies(variant, inventory_hostname, group_names):
             continue
         group_options = [
             option
@@ -191,6 +203,7 @@ class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "kernel_arch": kernel_arch,
+            "kernel_variants_for_host": kernel_variants_for_host,
             "kernel_build_requests": kernel_build_requests,
             "kernel_build_unique": kernel_build_unique,
             "kernel_build_failures": kernel_build_failures,

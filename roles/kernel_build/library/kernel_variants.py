@@ -11,14 +11,15 @@ description:
     host is touched, and names the offending key, e.g. kernel_variants[2].patches[0].
   - Resolves relative patch, mbox, fragment and base-config paths against base_dir, checks
     that those files exist, reads the fragments, and returns the normalised variants.
-  - Changes nothing.
+  - The sweep's keys of a record (knob_profile, workqueue, copy_configs, knob_params) are
+    checked by the sweep planner's own code (miglab_host.plan, the knob profiles of
+    profiles.json), so a copy configuration the profile cannot do is refused here already.
+  - Changes nothing. Runs with the controller's Python (miglab_host installed).
 options:
   variants: {description: The kernel_variants list., type: list, elements: raw, required: true}
   defaults: {description: kernel_variant_defaults, merged under every variant., type: dict, default: {}}
   base_dir: {description: Directory relative paths are resolved against (the inventory's)., type: path, required: true}
   select: {description: Only these variant names (empty = all)., type: list, elements: str, default: []}
-  knob_profiles: {description: Allowed knob profiles (empty = any)., type: list, elements: str, default: []}
-  workqueues: {description: Allowed workqueue labels., type: list, elements: str, default: [none, unbound, highpri]}
   groups: {description: The inventory's group names (group_options keys must be among them)., type: list,
            elements: str, default: []}
   hosts: {description: The inventory's host names (a variant's hosts must be among them)., type: list,
@@ -30,6 +31,8 @@ import hashlib
 import os
 import re
 from typing import Any
+
+from miglab_host.plan import PlanError, variant_sweep_definition
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 OPTION = re.compile(r"^(CONFIG_)?[A-Za-z0-9_]+(=.*)?$")
@@ -47,6 +50,8 @@ VARIANT_KEYS = {
     "hosts",
     "knob_profile",
     "workqueue",
+    "copy_configs",
+    "knob_params",
     "boot_timeout",
 }
 CONFIG_KEYS = {"base", "targets", "fragments", "options"}
@@ -276,14 +281,11 @@ def validate_variants(
     defaults: dict[str, Any] | None,
     base_dir: str,
     select: list[str] | None = None,
-    knob_profiles: list[str] | None = None,
-    workqueues: list[str] | None = None,
     groups: list[str] | None = None,
     hosts: list[str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """(normalised variants, errors). Errors name the key: kernel_variants[i].field[j]."""
     problems = Problems()
-    workqueues = workqueues or ["none", "unbound", "highpri"]
     if not isinstance(variants, list) or not variants:
         return [], ["kernel_variants: must be a non-empty list of variants"]
     seen: dict[str, int] = {}
@@ -336,16 +338,11 @@ def validate_variants(
         for host in only_hosts:
             if hosts and host not in hosts:
                 problems.add(f"{key}.hosts", f"no inventory host {host!r}")
-        profile = variant.get("knob_profile", "vanilla")
-        if not isinstance(profile, str) or (knob_profiles and profile not in knob_profiles):
-            problems.add(
-                f"{key}.knob_profile", f"{profile!r} is not one of {', '.join(knob_profiles or [])}"
-            )
-        workqueue = variant.get("workqueue", "none")
-        if workqueue is None:
-            workqueue = "none"
-        if workqueue not in workqueues:
-            problems.add(f"{key}.workqueue", f"{workqueue!r} is not one of {', '.join(workqueues)}")
+        try:
+            sweep = variant_sweep_definition(variant, key)
+        except PlanError as error:
+            problems.errors.append(str(error))
+            sweep = {"profile": None, "workqueue": None, "copy_configs": [], "knob_params": {}}
         timeout = variant.get("boot_timeout")
         if timeout is not None and (
             not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 30
@@ -361,8 +358,10 @@ def validate_variants(
                 "group_options": group_options,
                 "groups": [str(g) for g in only],
                 "hosts": [str(h) for h in only_hosts],
-                "knob_profile": profile,
-                "workqueue": workqueue,
+                "knob_profile": sweep["profile"],
+                "workqueue": sweep["workqueue"] or "none",
+                "copy_configs": sweep["copy_configs"],
+                "knob_params": sweep["knob_params"],
                 "boot_timeout": timeout,
             }
         )
@@ -380,6 +379,7 @@ def validate_variants(
 
 def main() -> None:
     from ansible.module_utils.basic import AnsibleModule
+    from ansible.module_utils.miglab_controller import lab_errors
 
     module = AnsibleModule(
         argument_spec={
@@ -387,28 +387,21 @@ def main() -> None:
             "defaults": {"type": "dict", "default": {}},
             "base_dir": {"type": "path", "required": True},
             "select": {"type": "list", "elements": "str", "default": []},
-            "knob_profiles": {"type": "list", "elements": "str", "default": []},
-            "workqueues": {
-                "type": "list",
-                "elements": "str",
-                "default": ["none", "unbound", "highpri"],
-            },
             "groups": {"type": "list", "elements": "str", "default": []},
             "hosts": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )
     params = module.params
-    variants, errors = validate_variants(
-        params["variants"],
-        params["defaults"],
-        params["base_dir"],
-        params["select"],
-        params["knob_profiles"],
-        params["workqueues"],
-        params["groups"],
-        params["hosts"],
-    )
+    with lab_errors(module):
+        variants, errors = validate_variants(
+            params["variants"],
+            params["defaults"],
+            params["base_dir"],
+            params["select"],
+            params["groups"],
+            params["hosts"],
+        )
     if errors:
         module.fail_json(msg="invalid kernel variants: " + "; ".join(errors), errors=errors)
     module.exit_json(changed=False, variants=variants, names=[v["name"] for v in variants])

@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.miglab_controller import lab_errors
 
 
 def main() -> None:
@@ -33,8 +34,8 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    from miglab.vlab.qemu import probe_kvm
-
+    with lab_errors(module):
+        from miglab.vlab.qemu import probe_kvm
     params = module.params
     if params["accel"] != "auto":
         module.exit_json(changed=False, accel=params["accel"], reason="set by vlab_accel")
@@ -49,7 +50,8 @@ def main() -> None:
             return
     except (OSError, ValueError):
         pass
-    accel, reason = probe_kvm(Path(params["kernel"]), float(params["timeout"]))
+    with lab_errors(module):
+        accel, reason = probe_kvm(Path(params["kernel"]), float(params["timeout"]))
     if not module.check_mode:
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps({"kernel": params["kernel"], "accel": accel, "reason": reason}))

@@ -19,6 +19,7 @@ options:
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.miglab_controller import lab_errors
 
 
 def main() -> None:
@@ -30,23 +31,16 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    try:
-        from miglab.errors import ConfigError
+    with lab_errors(module):
         from miglab.vlab.guests import running_pid
         from miglab.vlab.qemu import GuestPaths
         from miglab.vlab.topology import check_files_exist, check_ports_free, parse_guests
-    except ImportError as error:
-        module.fail_json(msg=f"the controller's Python lacks miglab ({error}); run .ci/setup")
-        return
-    try:
+
         guests = parse_guests(module.params["guests"])
         state_dir = Path(module.params["state_dir"])
         running = {g.name for g in guests if running_pid(GuestPaths.for_guest(state_dir, g.name))}
         check_ports_free(guests, running)
         check_files_exist(module.params["files"])
-    except ConfigError as error:
-        module.fail_json(msg=str(error), key=error.key)
-        return
     module.exit_json(changed=False, guests=[g.to_dict() for g in guests], running=sorted(running))
 
 

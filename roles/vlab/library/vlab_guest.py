@@ -30,6 +30,7 @@ options:
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.miglab_controller import lab_errors
 
 
 def main() -> None:
@@ -54,13 +55,14 @@ def main() -> None:
         required_if=[("state", "running", ("image", "authorized_key"))],
         supports_check_mode=True,
     )
-    from miglab.errors import MiglabError
-    from miglab.vlab import guests
-    from miglab.vlab.qemu import GuestPaths
-    from miglab.vlab.topology import parse_guest
+    with lab_errors(module):
+        from miglab.errors import MiglabError
+        from miglab.vlab import guests
+        from miglab.vlab.qemu import GuestPaths
+        from miglab.vlab.topology import parse_guest
 
     params = module.params
-    try:
+    with lab_errors(module):
         guest = parse_guest(params["guest"], "guest")
         paths = GuestPaths.for_guest(Path(params["state_dir"]), guest.name)
         state = params["state"]
@@ -98,9 +100,6 @@ def main() -> None:
             ):
                 changes.append("power-cycled: sshd was silent")
         current = guests.status(guest, paths)
-    except MiglabError as error:
-        module.fail_json(msg=str(error))
-        return
     module.exit_json(
         changed=bool(changes),
         changes=changes,

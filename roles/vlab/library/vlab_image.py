@@ -22,6 +22,7 @@ options:
 from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.miglab_controller import lab_errors
 
 
 def main() -> None:
@@ -37,8 +38,8 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    from miglab.errors import MiglabError
-    from miglab.vlab.image import DEFAULT_PACKAGES, BuiltImage, ImageRecipe, build_image
+    with lab_errors(module):
+        from miglab.vlab.image import DEFAULT_PACKAGES, BuiltImage, ImageRecipe, build_image
 
     params = module.params
     recipe = ImageRecipe(
@@ -62,11 +63,8 @@ def main() -> None:
     if module.check_mode:
         module.exit_json(changed=True, **result)
         return
-    try:
+    with lab_errors(module):
         build_image(recipe, cache_dir, params["accel"], float(params["timeout"]))
-    except MiglabError as error:
-        module.fail_json(msg=str(error), **result)
-        return
     module.exit_json(changed=True, **result)
 
 
