@@ -127,6 +127,23 @@ def job_finished(results_file: str | None) -> bool | None:
     return "started" not in data or bool(data.get("finished"))
 
 
+def plan_status(rundir: RunDir, plan_path: str) -> dict:
+    """How much of one plan (one variant's cells) the run's journal has done; a variant
+    whose plan is complete needs neither a boot nor a runner."""
+    plan = read_json(plan_path)
+    if not isinstance(plan, dict) or not isinstance(plan.get("cells"), list):
+        raise planmod.PlanError("--plan", f"{plan_path} is not a plan")
+    states = rundir.cell_states() if os.path.isdir(rundir.path) else {}
+    cells = [c["cell_id"] for c in plan["cells"]]
+    done = sum(1 for c in cells if states.get(c, {}).get("status") == "done")
+    return {
+        "plan_variant": plan.get("variant"),
+        "plan_done": done,
+        "plan_total": len(cells),
+        "plan_complete": done == len(cells),
+    }
+
+
 def status_of(rundir: RunDir, results_file: str | None = None) -> dict:
     progress = read_json(rundir.progress)
     alive = rundir.runner_alive()
@@ -154,7 +171,11 @@ def status_of(rundir: RunDir, results_file: str | None = None) -> dict:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    print(json.dumps(status_of(_rundir(args), args.job_file), sort_keys=True))
+    rundir = _rundir(args)
+    status = status_of(rundir, args.job_file)
+    if args.plan:
+        status.update(plan_status(rundir, args.plan))
+    print(json.dumps(status, sort_keys=True))
     return 0
 
 
@@ -285,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--run-dir", required=True)
         if name == "status":
             s.add_argument("--job-file", help="results file of the Ansible async job")
+            s.add_argument("--plan", help="also say how much of this plan is done")
         else:
             s.add_argument("--sys-root", default="/")
         if name == "stop":

@@ -227,55 +227,82 @@ def _validate_copy_config(cfg: Any, path: str, profile_name: str, profiles: dict
             )
 
 
-def variant_sweep_definition(record: Any, key: str) -> dict:
-    """Validate the sweep's part of one kernel variant record (already merged over
-    kernel_variant_defaults) and return it as the runner uses it: profile, workqueue (None
-    for 'none'), copy_configs, knob_params. ``key`` names the record, e.g. kernel_variants[2].
-    The kernel build's own validation of the same record calls this too."""
+def _check_knob_param(pname: str, pval: Any, ppath: str, profile: str, profiles: dict) -> None:
+    if not (_is_int(pval) or isinstance(pval, str)):
+        raise PlanError(_key(ppath), f"must be an integer or a string, got {pval!r}")
+    if profile == "auto":
+        if not any(pname in p["params"] for p in profiles["profiles"].values()):
+            raise PlanError(_key(ppath), f"no knob profile has a parameter {pname!r}")
+        return
+    known = profiles["profiles"][profile]["params"]
+    if pname not in known:
+        raise PlanError(
+            _key(ppath),
+            f"profile {profile!r} has no parameter {pname!r} (it has: {', '.join(known) or 'none'})",
+        )
+    choices = known[pname].get("choices")
+    if choices and str(pval) not in choices:
+        raise PlanError(_key(ppath), f"must be one of {', '.join(choices)}, got {pval!r}")
+
+
+def variant_sweep_problems(record: Any, key: str) -> tuple[dict, list[PlanError]]:
+    """Check the sweep's part of one kernel variant record (already merged over
+    kernel_variant_defaults): every problem, each naming its key (``key`` names the record,
+    e.g. kernel_variants[2]), and the part as the runner uses it: profile, workqueue (None
+    for 'none'), copy_configs, knob_params. The kernel build's validation calls this too."""
     profiles = load_profiles()
-    record = _dict(record, key)
+    problems: list[PlanError] = []
+
+    def check(test: Any, *args: Any) -> bool:
+        try:
+            test(*args)
+        except PlanError as err:
+            problems.append(err)
+            return False
+        return True
+
+    if not check(_dict, record, key):
+        return {}, problems
     v = {
         name: copy.deepcopy(record.get(name, default))
         for name, default in VARIANT_SWEEP_DEFAULTS.items()
     }
     for name in VARIANT_SWEEP_DEFAULTS:
-        check_safe_strings(v[name], f"{key}.{name}")
+        check(check_safe_strings, v[name], f"{key}.{name}")
     profile = v["knob_profile"]
-    if profile != "auto" and profile not in profiles["profiles"]:
-        raise PlanError(
-            _key(f"{key}.knob_profile"),
-            f"unknown knob profile {profile!r} (known: auto, {', '.join(profiles['profiles'])})",
+    known_profile = profile == "auto" or profile in profiles["profiles"]
+    if not known_profile:
+        problems.append(
+            PlanError(
+                _key(f"{key}.knob_profile"),
+                f"unknown knob profile {profile!r} (known: auto, {', '.join(profiles['profiles'])})",
+            )
         )
     workqueue = None if v["workqueue"] in ("none", None) else v["workqueue"]
-    _choice(workqueue, f"{key}.workqueue", WORKQUEUES)
-    configs = _list(v["copy_configs"], f"{key}.copy_configs")
-    for i, cfg in enumerate(configs):
-        _validate_copy_config(cfg, f"{key}.copy_configs[{i}]", profile, profiles)
-    params = _dict(v["knob_params"], f"{key}.knob_params")
-    for pname, pval in params.items():
-        ppath = f"{key}.knob_params.{pname}"
-        if not (_is_int(pval) or isinstance(pval, str)):
-            raise PlanError(_key(ppath), f"must be an integer or a string, got {pval!r}")
-        if profile != "auto":
-            known = profiles["profiles"][profile]["params"]
-            if pname not in known:
-                raise PlanError(
-                    _key(ppath),
-                    f"profile {profile!r} has no parameter {pname!r} "
-                    f"(it has: {', '.join(known) or 'none'})",
-                )
-            choices = known[pname].get("choices")
-            if choices and str(pval) not in choices:
-                raise PlanError(_key(ppath), f"must be one of {', '.join(choices)}, got {pval!r}")
-        else:
-            if not any(pname in p["params"] for p in profiles["profiles"].values()):
-                raise PlanError(_key(ppath), f"no knob profile has a parameter {pname!r}")
-    return {
+    check(_choice, workqueue, f"{key}.workqueue", WORKQUEUES)
+    configs = v["copy_configs"]
+    if check(_list, configs, f"{key}.copy_configs") and known_profile:
+        for i, cfg in enumerate(configs):
+            check(_validate_copy_config, cfg, f"{key}.copy_configs[{i}]", profile, profiles)
+    params = v["knob_params"]
+    if check(_dict, params, f"{key}.knob_params") and known_profile:
+        for pname, pval in params.items():
+            check(_check_knob_param, pname, pval, f"{key}.knob_params.{pname}", profile, profiles)
+    part = {
         "profile": profile,
         "workqueue": workqueue,
-        "copy_configs": list(configs),
-        "knob_params": params,
+        "copy_configs": list(configs) if isinstance(configs, list) else [],
+        "knob_params": params if isinstance(params, dict) else {},
     }
+    return part, problems
+
+
+def variant_sweep_definition(record: Any, key: str) -> dict:
+    """The sweep's part of a kernel variant record; PlanError (the first problem) if bad."""
+    part, problems = variant_sweep_problems(record, key)
+    if problems:
+        raise problems[0]
+    return part
 
 
 def _swept_variant(d: dict) -> tuple[str, dict]:

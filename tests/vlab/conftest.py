@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from miglab.lab.ansible import PlaybookRun, run_playbook
 from miglab.vlab import guests as guest_control
 from miglab.vlab.qemu import GuestPaths
 from miglab.vlab.topology import parse_guest
@@ -34,46 +34,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.vlab)
-
-
-@dataclass
-class AnsibleRun:
-    returncode: int
-    output: str
-
-    def recap(self, host: str) -> dict[str, int]:
-        match = re.search(rf"^{re.escape(host)}\s*:\s*(.*)$", self.output, re.MULTILINE)
-        assert match, f"no PLAY RECAP line for {host}:\n{self.report()}"
-        return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(1))}
-
-    def report(self, state_dir: Path | None = None, console_lines: int = 25) -> str:
-        """What the reader of a failed run needs first (CI shows only part of a long
-        message): the failed tasks, the recap, then each guest's serial console tail."""
-        lines = self.output.splitlines()
-        failures: list[tuple[bool, str]] = []
-        task = ""
-        for index, line in enumerate(lines):
-            if line.startswith("TASK ["):
-                task = line
-            elif FAILURE_LINE.match(line.lstrip()):
-                block = [line]
-                for later in lines[index + 1 : index + 20]:
-                    if later.startswith(("TASK [", "PLAY ", "RUNNING HANDLER")):
-                        break
-                    block.append(later)
-                ignored = any("...ignoring" in later for later in block)
-                failures.append((ignored, "\n".join([task, *block])))
-        # Failures that stopped a host first; ignored ones (expected probes) after.
-        failures.sort(key=lambda failure: failure[0])
-        parts = [f"ansible exit code {self.returncode}; {len(failures)} failed task result(s)"]
-        parts += [text for _, text in failures[:4]]
-        recap = self.output.rfind("PLAY RECAP")
-        parts.append(self.output[recap:].strip() if recap >= 0 else self.output[-3000:])
-        parts.append(console_tails(state_dir or STATE_DIR, console_lines))
-        return "\n\n".join(parts)
-
-
-FAILURE_LINE = re.compile(r"^(fatal:|failed:|\[ERROR\]|ERROR!)")
 
 
 def console_tails(state_dir: Path, lines: int) -> str:
@@ -97,9 +57,17 @@ def ansible_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", **(extra or {})}
 
 
+@dataclass
+class CommandRun:
+    """An ad-hoc `ansible` command (its output is for the assertion message only)."""
+
+    returncode: int
+    output: str
+
+
 def ansible(
     tool: str, *arguments: str, timeout: float = 1800, env: dict[str, str] | None = None
-) -> AnsibleRun:
+) -> CommandRun:
     """Run an Ansible command-line tool from the project's venv, in the repo (ansible.cfg)."""
     result = subprocess.run(
         [str(VENV_BIN / tool), *arguments],
@@ -110,11 +78,20 @@ def ansible(
         timeout=timeout,
         check=False,
     )
-    return AnsibleRun(result.returncode, result.stdout + result.stderr)
+    return CommandRun(result.returncode, result.stdout + result.stderr)
 
 
-def playbook(*arguments: str, **kwargs: Any) -> AnsibleRun:
-    return ansible("ansible-playbook", *arguments, **kwargs)
+def playbook(
+    path: str, *arguments: str, timeout: int = 1800, env: dict[str, str] | None = None
+) -> PlaybookRun:
+    """ansible-playbook PATH ARGUMENTS... through ansible-runner: the events and the recap."""
+    return run_playbook(Path(path), arguments, project_dir=REPO, env=env, timeout=timeout)
+
+
+def report(run: PlaybookRun, state_dir: Path | None = None, console_lines: int = 25) -> str:
+    """A failed run for its reader (CI shows only part of a long message): the failed tasks,
+    the recap, then each guest's serial console and power supply tails."""
+    return run.report() + "\n\n" + console_tails(state_dir or STATE_DIR, console_lines)
 
 
 def lab_guests() -> list[dict[str, Any]]:
@@ -123,15 +100,15 @@ def lab_guests() -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def vlab_up() -> AnsibleRun:
+def vlab_up() -> PlaybookRun:
     """The lab, up: the real playbook, as a user runs it."""
     run = playbook("playbooks/vlab.yml")
-    assert run.returncode == 0, run.report()
+    assert run.returncode == 0, report(run)
     return run
 
 
 @pytest.fixture(scope="session")
-def guests(vlab_up: AnsibleRun) -> list[dict[str, Any]]:
+def guests(vlab_up: PlaybookRun) -> list[dict[str, Any]]:
     return lab_guests()
 
 

@@ -9,14 +9,15 @@ from typing import Any
 
 import pytest
 from miglab.errors import MiglabError
+from miglab.lab.ansible import PlaybookRun
 from miglab.vlab import guests as guest_control
 from miglab.vlab.qemu import GuestPaths
 
-from .conftest import STATE_DIR, AnsibleRun, ansible, host_command, playbook, read_host_file
+from .conftest import STATE_DIR, ansible, host_command, playbook, read_host_file, report
 
 
 def test_every_guest_runs_and_booted_through_firmware_and_grub(
-    vlab_up: AnsibleRun, guests: list[dict[str, Any]]
+    vlab_up: PlaybookRun, guests: list[dict[str, Any]]
 ) -> None:
     for guest in guests:
         paths = GuestPaths.for_guest(STATE_DIR, guest["name"])
@@ -60,18 +61,32 @@ def test_a_wrong_host_key_is_refused(guests: list[dict[str, Any]], tmp_path: Pat
     assert "host key" in run.output.lower() or "Host key verification failed" in run.output
 
 
-def test_up_again_changes_nothing(vlab_up: AnsibleRun) -> None:
+def test_up_again_changes_nothing(vlab_up: PlaybookRun) -> None:
     again = playbook("playbooks/vlab.yml")
-    assert again.returncode == 0, again.report()
-    assert again.recap("localhost")["changed"] == 0, again.report()
+    assert again.returncode == 0, report(again)
+    assert again.host("localhost")["changed"] == 0, again.changed_tasks()
 
 
 def test_status_reports_each_guest(guests: list[dict[str, Any]]) -> None:
     run = playbook("playbooks/vlab.yml", "-e", "vlab_state=status")
-    assert run.returncode == 0, run.report()
+    assert run.returncode == 0, report(run)
+    queried = {
+        e["event_data"]["res"]["name"]: e["event_data"]["res"]
+        for e in run.results(task="Query each guest")
+        if e["event"] == "runner_item_on_ok"
+    }
+    shown = [
+        e["event_data"]["res"]["msg"]
+        for e in run.results(task="Show the lab")
+        if e["event"] == "runner_item_on_ok"
+    ]
     for guest in guests:
-        assert f"{guest['name']}: running, ssh 127.0.0.1:{guest['ssh_port']}" in run.output
-        assert "accel tcg" in run.output or "accel kvm" in run.output
+        state = queried[guest["name"]]
+        assert state["running"] is True and state["ssh_port"] == guest["ssh_port"], state
+        assert state["accel"] in ("tcg", "kvm"), state
+        assert any(
+            f"{guest['name']}: running, ssh 127.0.0.1:{guest['ssh_port']}" in m for m in shown
+        )
 
 
 def test_a_reboot_inside_the_guest_is_a_cold_boot(guests: list[dict[str, Any]]) -> None:
@@ -122,9 +137,14 @@ def test_up_power_cycles_a_guest_whose_kernel_hung(guests: list[dict[str, Any]])
         guest_control.wait_for_ssh_banner(guest["ssh_port"], timeout=5)
 
     up = playbook("playbooks/vlab.yml", "-e", "vlab_hung_timeout=20")
-    assert up.returncode == 0, up.report()
-    assert f"changed: [localhost] => (item={name})" in up.output, up.report()
-    assert up.recap("localhost")["changed"] == 1, up.report()
+    assert up.returncode == 0, report(up)
+    power_cycled = [
+        e["event_data"]["res"]["name"]
+        for e in up.results(host="localhost")
+        if e["event"] == "runner_item_on_ok" and e["event_data"]["res"].get("changed")
+    ]
+    assert power_cycled == [name], report(up)
+    assert up.host("localhost")["changed"] == 1, up.changed_tasks()
     # Power-cycled: a new qemu process (a cold boot), a new boot of the guest.
     assert guest_control.running_pid(paths) not in (None, pid_before)
     after = read_host_file(name, "/proc/sys/kernel/random/boot_id").decode().strip()
@@ -143,6 +163,7 @@ def test_up_fails_with_the_console_when_told_not_to_reset(guests: list[dict[str,
     finally:
         guest_control.qmp(paths, "cont")
     assert up.returncode != 0
-    assert f"guest {guest['name']}: no SSH banner" in up.output, up.report()
-    assert "console tail:" in up.output, up.report()
+    (failure,) = [line for line in up.failures() if not line.startswith("(ignored)")]
+    assert f"guest {guest['name']}: no SSH banner" in failure, report(up)
+    assert "console tail:" in failure, report(up)
     guest_control.wait_for_ssh_banner(guest["ssh_port"], timeout=60)

@@ -6,22 +6,23 @@ import json
 from typing import Any
 
 import pytest
+from miglab.lab.ansible import PlaybookRun
 
-from .conftest import AnsibleRun, playbook, read_host_file
+from .conftest import playbook, read_host_file, report
 
 FACTS_PATH = "/var/lib/miglab/lab-facts.json"
 MIB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def provisioned(vlab_up: AnsibleRun) -> AnsibleRun:
+def provisioned(vlab_up: PlaybookRun) -> PlaybookRun:
     run = playbook("playbooks/provision.yml")
-    assert run.returncode == 0, run.report()
+    assert run.returncode == 0, report(run)
     return run
 
 
 def test_lab_facts_match_each_topology(
-    provisioned: AnsibleRun, guests: list[dict[str, Any]]
+    provisioned: PlaybookRun, guests: list[dict[str, Any]]
 ) -> None:
     for guest in guests:
         facts = json.loads(read_host_file(guest["name"], FACTS_PATH))
@@ -45,9 +46,9 @@ def test_lab_facts_match_each_topology(
 
 
 def test_provision_again_changes_nothing(
-    provisioned: AnsibleRun, guests: list[dict[str, Any]]
+    provisioned: PlaybookRun, guests: list[dict[str, Any]]
 ) -> None:
     again = playbook("playbooks/provision.yml")
-    assert again.returncode == 0, again.report()
+    assert again.returncode == 0, report(again)
     for guest in guests:
-        assert again.recap(guest["name"])["changed"] == 0, again.report()
+        assert again.host(guest["name"])["changed"] == 0, again.changed_tasks(guest["name"])

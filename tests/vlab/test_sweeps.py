@@ -10,7 +10,7 @@ to what they were before it.
 from __future__ import annotations
 
 import json
-import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,18 +18,10 @@ from typing import Any
 
 import jsonschema
 import pytest
+from miglab.lab.ansible import PlaybookRun, run_playbook
 from miglab.results.check import check_results
 
-from .conftest import (
-    REPO,
-    VENV_BIN,
-    AnsibleRun,
-    ad_hoc,
-    ansible,
-    ansible_environment,
-    host_command,
-    playbook,
-)
+from .conftest import REPO, ad_hoc, ansible, host_command, playbook, report
 
 KILLED = "vnode1"
 RESULTS_ROOT = "/var/lib/miglab/results"
@@ -83,13 +75,13 @@ def runner_status(host: str, run_id: str) -> dict[str, Any]:
 @dataclass
 class SweepRun:
     run_id: str
-    killed: AnsibleRun
+    killed: PlaybookRun
     killed_in_cell: str
     status_after_kill: dict[str, Any]
     leftovers_after_kill: str
     tuning_after_kill: dict[str, str]
-    resumed: AnsibleRun
-    collected: AnsibleRun
+    resumed: PlaybookRun
+    collected: PlaybookRun
     tuning_before: dict[str, dict[str, str]]
     tuning_after: dict[str, dict[str, str]]
     leftovers_after: dict[str, str]
@@ -126,31 +118,33 @@ def sweep_run(guests: list[dict[str, Any]]) -> SweepRun:
             "-e",
             "sweep_poll_interval=5",
         ]
-        with subprocess.Popen(
-            [str(VENV_BIN / "ansible-playbook"), *arguments],
-            cwd=REPO,
-            env=ansible_environment(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        ) as sweep:
-            try:
-                killer = ansible(
-                    "ansible",
-                    KILLED,
-                    "-m",
-                    "ansible.builtin.shell",
-                    "-a",
-                    killer_script(run_id),
-                    timeout=KILL_WAIT_SECONDS + 120,
-                )
-                output, _ = sweep.communicate(timeout=SWEEP_TIMEOUT)
-            finally:
-                if sweep.poll() is None:
-                    sweep.kill()
+        # The sweep in the background (ansible-runner in a thread), the killer meanwhile.
+        runs: list[PlaybookRun] = []
+        stop = threading.Event()
+        sweep = threading.Thread(
+            target=lambda: runs.append(
+                run_playbook_in_repo(arguments, cancel=stop.is_set, timeout=SWEEP_TIMEOUT)
+            )
+        )
+        sweep.start()
+        killer = None
+        try:
+            killer = ansible(
+                "ansible",
+                KILLED,
+                "-m",
+                "ansible.builtin.shell",
+                "-a",
+                killer_script(run_id),
+                timeout=KILL_WAIT_SECONDS + 120,
+            )
+        finally:
+            if killer is None or killer.returncode != 0:
+                stop.set()  # nothing was killed: stop the sweep instead of waiting for it
+            sweep.join(SWEEP_TIMEOUT)
         assert killer.returncode == 0, f"{KILLED} was not killed in a busy cell: {killer.output}"
         killed_in_cell = next(line for line in killer.output.splitlines() if "current_cell" in line)
-        killed = AnsibleRun(sweep.returncode, output)
+        (killed,) = runs
         status_after_kill = runner_status(KILLED, run_id)
         leftovers_after_kill = leftovers(KILLED)
         tuning_after_kill = tuning_of(KILLED)
@@ -177,6 +171,14 @@ def sweep_run(guests: list[dict[str, Any]]) -> SweepRun:
     )
 
 
+def run_playbook_in_repo(
+    arguments: list[str], cancel: Any = None, timeout: int = SWEEP_TIMEOUT
+) -> PlaybookRun:
+    return run_playbook(
+        Path(arguments[0]), arguments[1:], project_dir=REPO, cancel=cancel, timeout=timeout
+    )
+
+
 def samples_of(run: SweepRun, host: str) -> list[dict[str, Any]]:
     text = (run.results / host / "samples.jsonl").read_text()
     return [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -190,9 +192,9 @@ def test_the_kill_failed_only_the_killed_host(
     sweep_run: SweepRun, guests: list[dict[str, Any]]
 ) -> None:
     assert sweep_run.killed.returncode != 0
-    assert sweep_run.killed.recap(KILLED)["failed"] == 1, sweep_run.killed.report()
+    assert sweep_run.killed.host(KILLED)["failed"] == 1, report(sweep_run.killed)
     for other in (g["name"] for g in guests if g["name"] != KILLED):
-        assert sweep_run.killed.recap(other)["failed"] == 0, sweep_run.killed.report()
+        assert sweep_run.killed.host(other)["failed"] == 0, report(sweep_run.killed)
     status = sweep_run.status_after_kill
     assert status["done"] < status["total"], (
         f"killed in {sweep_run.killed_in_cell} after the last cell"
@@ -206,11 +208,11 @@ def test_an_abort_leaves_no_load_and_restores_the_settings(sweep_run: SweepRun) 
 
 
 def test_the_rerun_resumed_and_everything_was_collected(sweep_run: SweepRun) -> None:
-    assert sweep_run.resumed.returncode == 0, sweep_run.resumed.report()
-    assert sweep_run.collected.returncode == 0, sweep_run.collected.report()
+    assert sweep_run.resumed.returncode == 0, report(sweep_run.resumed)
+    assert sweep_run.collected.returncode == 0, report(sweep_run.collected)
     # The killed play put back what the dead runner had changed (from its state.json).
-    section = sweep_run.killed.output.split("Restore what a killed runner left behind", 1)[1]
-    assert f"changed: [{KILLED}]" in section.split("TASK [", 1)[0]
+    (restored,) = sweep_run.killed.results("Restore what a killed runner left behind", KILLED)
+    assert restored["event_data"]["res"]["changed"] is True, restored
 
 
 def test_each_guest_has_exactly_the_planned_samples_and_no_duplicates(

@@ -38,14 +38,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "in results/<run_id>/ansible/. Exit 0 ok, 1 a host failed, 2 bad input.",
     )
     parser.add_argument(
-        "--stage", choices=STAGES,
+        "--stage",
+        choices=STAGES,
         help="only this stage (boot and sweep are one loop: each host boots, then sweeps, "
         "each of its variants)",
     )
     parser.add_argument("--limit", help="only these hosts (Ansible's --limit)")
     parser.add_argument("-i", "--inventory", type=Path, help="inventory (default: ansible.cfg's)")
     parser.add_argument(
-        "-e", "--extra-vars", action="append", metavar="VARS",
+        "-e",
+        "--extra-vars",
+        action="append",
+        metavar="VARS",
         help="extra variables, as for ansible-playbook (key=value, JSON or @file; repeatable)",
     )
     parser.add_argument("--log", action="store_true", help="a line per change, not a live table")

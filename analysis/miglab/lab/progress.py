@@ -114,7 +114,6 @@ class RunProgress:
         self.builds: list[BuildDone] = []
         self.run_id: str | None = None
         self.check_errors: list[str] = []
-        self.stats: dict[str, dict[str, int]] = {}
         self.changes: list[str] = []
 
     def host(self, name: str) -> HostState:
@@ -127,11 +126,6 @@ class RunProgress:
         self.changes = []
         kind = str(event.get("event", ""))
         data = event.get("event_data") or {}
-        if kind == "playbook_on_stats":
-            self.stats = {
-                key: dict(value) for key, value in data.items() if isinstance(value, dict)
-            }
-            return self.changes
         if kind not in RESULT_EVENTS and kind != "runner_on_start":
             return self.changes
         if str(data.get("task_action", "")).endswith("validate_argument_spec"):

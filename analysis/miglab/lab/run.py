@@ -9,21 +9,17 @@ by check.yml or here, before any lab host was contacted).
 from __future__ import annotations
 
 import json
-import os
-import shlex
 import shutil
 import signal
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-import ansible_runner
-
 from miglab.errors import ConfigError, MiglabError
+from miglab.lab.ansible import render_recap, run_playbook
 from miglab.lab.progress import RunProgress
 
 # A stage is site.yml with these tags (check.yml always runs). Boot and sweep are the same
@@ -104,41 +100,16 @@ def find_project_dir(start: Path | None = None) -> Path:
     return Path(__file__).resolve().parents[3]
 
 
-def recap(stats: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
-    """ansible-runner's stats (ok, changed, failures, dark, ...) as a PLAY RECAP per host."""
-    names = {"ok": "ok", "changed": "changed", "dark": "unreachable", "failures": "failed",
-             "skipped": "skipped", "rescued": "rescued", "ignored": "ignored"}  # fmt: skip
-    hosts = sorted({host for counts in stats.values() for host in counts})
-    return {
-        host: {label: int(stats.get(key, {}).get(host, 0)) for key, label in names.items()}
-        for host in hosts
-    }
-
-
-def render_recap(table: Mapping[str, Mapping[str, int]]) -> str:
-    lines = ["recap:"]
-    width = max((len(host) for host in table), default=4)
-    for host, counts in table.items():
-        lines.append(
-            f"  {host.ljust(width)}  " + "  ".join(f"{key}={value}" for key, value in counts.items())
-        )
-    return "\n".join(lines)
-
-
-def run_lab(
-    options: RunOptions,
-    view: View,
-    results_root: Path | None = None,
-    runner: Callable[..., Any] = ansible_runner.run,
-) -> RunOutcome:
-    """Run the job; every event goes to `view` and into results/<run_id>/ansible/."""
+def run_lab(options: RunOptions, view: View, results_root: Path | None = None) -> RunOutcome:
+    """Run the job; every event goes to `view` and into results/<run_id>/ansible/. Ctrl-C
+    stops ansible-playbook (what the sweeps left is restored by the hosts' runners)."""
     options.check()
     project = options.project_dir
     results_root = results_root or project / "results"
     started = time.monotonic()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    private = Path(tempfile.mkdtemp(prefix="miglab-run-"))
-    events_path = private / "events.jsonl"
+    spool = Path(tempfile.mkdtemp(prefix="miglab-run-"))
+    events_path = spool / "events.jsonl"
     cancelled: dict[str, int | None] = {"signal": None}
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -148,34 +119,24 @@ def run_lab(
     try:
         with events_path.open("w", encoding="utf-8") as events:
 
-            def handle(event: dict[str, Any]) -> bool:
+            def handle(event: dict[str, Any]) -> None:
                 events.write(json.dumps(event, sort_keys=True, default=str) + "\n")
                 view.handle(event)
-                return False  # kept in events.jsonl, not as a file per event in the temp dir
 
-            result = runner(
-                private_data_dir=str(private),
-                project_dir=str(project),
-                playbook=str(project / SITE_PLAYBOOK),
-                inventory=str(options.inventory.resolve()) if options.inventory else None,
+            result = run_playbook(
+                SITE_PLAYBOOK,
+                options.argv(),
+                project_dir=project,
+                inventory=options.inventory,
                 limit=options.limit,
-                cmdline=shlex.join(options.argv()),
-                envvars={
-                    "ANSIBLE_CONFIG": str(project / "ansible.cfg"),
-                    "ANSIBLE_NOCOLOR": "1",
-                    "ANSIBLE_FORCE_COLOR": "0",
-                    # this virtualenv's ansible-playbook (ansible-runner looks it up on PATH)
-                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-                },
-                event_handler=handle,
-                cancel_callback=lambda: cancelled["signal"] is not None,
-                quiet=True,
+                on_event=handle,
+                keep_events=False,
+                cancel=lambda: cancelled["signal"] is not None,
             )
     finally:
         signal.signal(signal.SIGINT, previous)
         view.close()
     progress = view.progress
-    stats = recap(progress.stats)
     run_id = progress.run_id
     results_dir = results_root / run_id if run_id else None
     events_file = None
@@ -184,20 +145,19 @@ def run_lab(
         keep.mkdir(parents=True, exist_ok=True)
         events_file = keep / f"events-{stamp}.jsonl"
         shutil.move(str(events_path), events_file)
-        (keep / f"recap-{stamp}.json").write_text(
-            json.dumps({"rc": result.rc, "status": result.status, "recap": stats}, indent=2) + "\n"
-        )
-    shutil.rmtree(private, ignore_errors=True)
+        summary = {"rc": result.rc, "status": result.status, "recap": result.recap}
+        (keep / f"recap-{stamp}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    shutil.rmtree(spool, ignore_errors=True)
     if progress.check_errors:
         code = EXIT_BAD_INPUT
-    elif result.rc != 0 or any(c["failed"] or c["unreachable"] for c in stats.values()):
+    elif result.rc != 0 or any(c["failed"] or c["unreachable"] for c in result.recap.values()):
         code = EXIT_HOST_FAILED
     else:
         code = EXIT_OK
     return RunOutcome(
         code,
-        int(result.rc if result.rc is not None else 1),
-        stats,
+        result.rc,
+        result.recap,
         run_id,
         results_dir,
         events_file,

@@ -108,7 +108,9 @@ def status_table(progress: RunProgress, started: float) -> Group:
         table.add_column(column)
     for host in progress.hosts.values():
         sweep = host.sweep if host.stage == "sweep" else None
-        bar: Any = ProgressBar(total=max(sweep.total, 1), completed=sweep.done, width=24) if sweep else ""
+        bar: Any = (
+            ProgressBar(total=max(sweep.total, 1), completed=sweep.done, width=24) if sweep else ""
+        )
         cells = f"{sweep.done}/{sweep.total}" if sweep else ""
         if host.unreachable:
             status = "UNREACHABLE"
@@ -132,7 +134,9 @@ class LiveView:
     def __init__(self, console: Console) -> None:
         self.progress = RunProgress()
         self.started = time.monotonic()
-        self.live = Live(status_table(self.progress, self.started), console=console, refresh_per_second=2)
+        self.live = Live(
+            status_table(self.progress, self.started), console=console, refresh_per_second=2
+        )
         self.live.start()
 
     def handle(self, event: Mapping[str, Any]) -> None:

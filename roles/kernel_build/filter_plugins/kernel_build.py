@@ -117,6 +117,7 @@ def kernel_build_requests(
         spec["knob_profile"] = variant.get("knob_profile")
         spec["workqueue"] = variant.get("workqueue")
         spec["boot_timeout"] = variant.get("boot_timeout")
+        spec["expect_boot_failure"] = bool(variant.get("expect_boot_failure"))
         requests.append(spec)
     return requests
 
@@ -192,6 +193,7 @@ def kernel_build_results(
                 "knob_profile": request.get("knob_profile"),
                 "workqueue": request.get("workqueue"),
                 "boot_timeout": request.get("boot_timeout"),
+                "expect_boot_failure": bool(request.get("expect_boot_failure")),
                 "key": request["key"],
             }
         )

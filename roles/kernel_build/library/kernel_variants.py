@@ -32,7 +32,7 @@ import os
 import re
 from typing import Any
 
-from miglab_host.plan import PlanError, variant_sweep_definition
+from miglab_host.plan import variant_sweep_problems
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 OPTION = re.compile(r"^(CONFIG_)?[A-Za-z0-9_]+(=.*)?$")
@@ -53,6 +53,7 @@ VARIANT_KEYS = {
     "copy_configs",
     "knob_params",
     "boot_timeout",
+    "expect_boot_failure",
 }
 CONFIG_KEYS = {"base", "targets", "fragments", "options"}
 PATCH_KINDS = ("file", "mbox", "message_id")
@@ -338,16 +339,17 @@ def validate_variants(
         for host in only_hosts:
             if hosts and host not in hosts:
                 problems.add(f"{key}.hosts", f"no inventory host {host!r}")
-        try:
-            sweep = variant_sweep_definition(variant, key)
-        except PlanError as error:
-            problems.errors.append(str(error))
-            sweep = {"profile": None, "workqueue": None, "copy_configs": [], "knob_params": {}}
+        sweep, sweep_problems = variant_sweep_problems(variant, key)
+        problems.errors.extend(str(problem) for problem in sweep_problems)
+        sweep = sweep or {"profile": None, "workqueue": None, "copy_configs": [], "knob_params": {}}
         timeout = variant.get("boot_timeout")
         if timeout is not None and (
             not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 30
         ):
             problems.add(f"{key}.boot_timeout", f"{timeout!r}: whole seconds, at least 30")
+        expect_failure = variant.get("expect_boot_failure", False)
+        if not isinstance(expect_failure, bool):
+            problems.add(f"{key}.expect_boot_failure", f"{expect_failure!r}: true or false")
         normalised.append(
             {
                 "name": name,
@@ -363,6 +365,7 @@ def validate_variants(
                 "copy_configs": sweep["copy_configs"],
                 "knob_params": sweep["knob_params"],
                 "boot_timeout": timeout,
+                "expect_boot_failure": expect_failure is True,
             }
         )
     names = [v["name"] for v in normalised]

@@ -1,0 +1,187 @@
+"""`miglab run` (miglab.lab): bad input is refused before any host is contacted with exit code 2
+and the key named; the live view follows a real recorded event stream."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from miglab.cli import main
+from miglab.lab.progress import RunProgress
+from miglab.lab.run import STAGE_TAGS, RunOptions, run_lab
+from miglab.lab.view import LogView, host_line
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_an_unknown_stage_is_refused_by_the_command_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--stage", "reboot-everything"])
+    assert exit_info.value.code == 2
+    assert "--stage: invalid choice: 'reboot-everything'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "arguments, key",
+    [
+        (["-i", "inventory/no-such-lab/hosts.yml"], "-i/--inventory"),
+        (["-e", "@/no/such/vars.yml"], "-e"),
+        (["--project-dir", "/tmp"], "--project-dir"),
+    ],
+)
+def test_bad_paths_are_refused_naming_the_option(
+    arguments: list[str], key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "--log", *arguments]) == 2
+    assert f"miglab: error: {key}: " in capsys.readouterr().err
+
+
+def test_every_stage_is_a_set_of_site_tags() -> None:
+    site = (REPO / "playbooks" / "site.yml").read_text() + (
+        REPO / "playbooks" / "variants.yml"
+    ).read_text()
+    for stage, tags in STAGE_TAGS.items():
+        for tag in tags:
+            assert tag in site, (stage, tag)
+    options = RunOptions(REPO, stage="sweep", extra_vars=["a=b c", '{"x": "$(id)"}'])
+    # Values stay single arguments of ansible-playbook, whatever they contain.
+    assert options.argv() == [
+        "--tags", "vlab,sweep", "--skip-tags", "summary", "-e", "a=b c", "-e", '{"x": "$(id)"}',
+    ]  # fmt: skip
+
+
+class Listener:
+    """A TCP port that counts connections: where the lab hosts of a test inventory are."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+def lab_inventory(tmp_path: Path, port: int, variants: list[dict[str, Any]]) -> Path:
+    """A real lab's inventory (the example lab's sweep) whose hosts are the listener."""
+    inventory = tmp_path / "inventory" / "testlab"
+    (inventory / "group_vars" / "all").mkdir(parents=True)
+    (inventory / "group_vars" / "lab").mkdir(parents=True)
+    hosts = {
+        "all": {
+            "children": {
+                "lab": {
+                    "hosts": {
+                        name: {"ansible_host": "127.0.0.1", "ansible_port": port}
+                        for name in ("grace1", "epyc1")
+                    }
+                }
+            }
+        }
+    }
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    example = REPO / "inventory" / "example-lab" / "group_vars"
+    (inventory / "group_vars" / "lab" / "sweep.yml").write_text(
+        (example / "lab" / "sweep.yml").read_text()
+    )
+    (inventory / "group_vars" / "all" / "kernel_variants.yml").write_text(
+        yaml.safe_dump(
+            {
+                "kernel_variant_defaults": {"source": {"debian_package": "linux-source-6.12"}},
+                "kernel_variants": variants,
+                "kernel_build_base_dir": str(tmp_path),
+            }
+        )
+    )
+    return inventory / "hosts.yml"
+
+
+@pytest.mark.parametrize(
+    "variants, errors",
+    [
+        (
+            [{"name": "vanilla"}, {"name": "mt"}, {"name": "mt"}],
+            ["kernel_variants[2].name: 'mt' is also kernel_variants[1].name"],
+        ),
+        (
+            [
+                {"name": "vanilla"},
+                {"name": "mt", "knob_profile": "mt_sysctl_v1", "copy_configs": ["mt_64"]},
+            ],
+            [
+                "kernel_variants[1].copy_configs[0]: 64 mt threads/channels is outside the range of "
+                "profile 'mt_sysctl_v1' (1..32)"
+            ],
+        ),
+        (
+            [{"name": "vanilla", "copy_configs": ["serial", "turbo"]}],
+            [
+                "kernel_variants[0].copy_configs[0]: copy config 'serial' is not offered by knob profile "
+                "'vanilla' (it offers: vanilla)",
+                "kernel_variants[0].copy_configs[1]: unknown copy config 'turbo'",
+            ],
+        ),
+    ],
+)
+def test_bad_variants_are_exit_2_before_any_host_is_contacted(
+    tmp_path: Path, variants: list[dict[str, Any]], errors: list[str]
+) -> None:
+    listener = Listener()
+    try:
+        inventory = lab_inventory(tmp_path, listener.port, variants)
+        options = RunOptions(REPO, inventory=inventory)
+        outcome = run_lab(options, LogView(io.StringIO()), results_root=tmp_path / "results")
+    finally:
+        listener.close()
+    assert outcome.exit_code == 2
+    for error in errors:
+        assert any(error in found for found in outcome.check_errors), outcome.check_errors
+    assert listener.connections == 0
+
+
+def test_the_sweep_progress_line_has_cells_and_eta() -> None:
+    progress = RunProgress()
+    base = {"host": "vnode1", "play": "p", "role": "sweep", "task": "Wait for the next step"}
+    progress.feed(
+        {
+            "event": "runner_on_ok",
+            "event_data": {
+                **base,
+                "role": "lab_variant",
+                "res": {"ansible_facts": {"lab_variant_current": {"name": "mt-unbound"}}},
+            },
+        }  # fmt: skip
+    )
+    progress.feed({"event": "runner_on_start", "event_data": base})
+    status = {"done": 12, "total": 40, "failed": 1, "state": "running", "eta_seconds": 190,
+              "current_cell": "mt-unbound:busy:mt_2:2M:8", "run_dir": "/r", "variant": "mt-unbound"}  # fmt: skip
+    assert progress.feed(
+        {"event": "runner_retry", "event_data": {**base, "res": {"stdout": json.dumps(status)}}}
+    )
+    line = host_line(progress.hosts["vnode1"])
+    assert line == "vnode1: variant mt-unbound sweep 12/40 cells 1 failed ETA 3m10s"

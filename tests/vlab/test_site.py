@@ -1,0 +1,253 @@
+"""The lab's main job on the virtual lab, for real, the way a user runs it: `miglab run`
+(playbooks/site.yml through ansible-runner, with its line-by-line view). It checks the
+definition, provisions, builds the lab's variants of Debian's linux-source-6.12 (vanilla,
+broken, miglab-test), and each guest boots, verifies, sweeps and collects each of its
+variants at its own pace; the broken one (vnode2 only, a canary) panics, is power-cycled
+back to the known-good kernel and reported while everything else completes; every host
+ends on its default kernel; the run ends with its tables and report. A second `miglab run`
+with nothing changed changes nothing and rebuilds nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from miglab.results.check import check_results
+
+from .conftest import INVENTORY, REPO, STATE_DIR, VENV_BIN, ansible, console_tails
+
+VARIANTS = yaml.safe_load((INVENTORY / "group_vars" / "all" / "kernel_variants.yml").read_text())
+BOOT_TIMEOUT = {
+    v["name"]: v.get("boot_timeout", VARIANTS["kernel_variant_defaults"]["boot_timeout"])
+    for v in VARIANTS["kernel_variants"]
+}
+CANARY = next(v for v in VARIANTS["kernel_variants"] if v.get("expect_boot_failure"))
+# The whole job from empty caches: a first kernel build (~15 min on 2 cores), boots under
+# TCG, sweeps.
+PIPELINE_TIMEOUT = 5400
+# A small sweep: the point is the pipeline, and that every sample names the kernel it ran on.
+SWEEP = {
+    "sweep_loads": ["idle"],
+    "sweep_folio_kinds": ["base"],
+    "sweep_page_counts": {"base": [32]},
+    "sweep_repetitions": 2,
+    "sweep_warmup": 1,
+}
+
+
+@dataclass
+class JobRun:
+    returncode: int
+    output: str
+    events: list[dict[str, Any]]
+    recap: dict[str, dict[str, int]]
+
+    def explain(self) -> str:
+        return f"exit {self.returncode}\n{self.output[-6000:]}\n{console_tails(STATE_DIR, 25)}"
+
+    def messages(self, host: str) -> list[str]:
+        """What the run's debug tasks said about this host, in order."""
+        out = []
+        for event in self.events:
+            data = event.get("event_data") or {}
+            res = data.get("res") or {}
+            if data.get("host") == host and event.get("event") == "runner_on_ok" and "msg" in res:
+                out.append(str(res["msg"]))
+        return out
+
+    def facts(self, host: str, name: str) -> list[Any]:
+        """Every value the run set for this fact on this host, in order."""
+        values = []
+        for event in self.events:
+            data = event.get("event_data") or {}
+            facts = (data.get("res") or {}).get("ansible_facts") or {}
+            if data.get("host") == host and name in facts:
+                values.append(facts[name])
+        return values
+
+
+@dataclass
+class Site:
+    run_id: str
+    first: JobRun
+    second: JobRun
+    results: Path
+    guests: list[str]
+
+
+def miglab_run(run_id: str) -> JobRun:
+    """`miglab run --log` of the whole job, as a user would type it."""
+    extra = {"sweep_run_id": run_id, **SWEEP}
+    before = set((REPO / "results" / run_id / "ansible").glob("events-*.jsonl"))
+    result = subprocess.run(
+        [str(VENV_BIN / "miglab"), "run", "--log", "-e", json.dumps(extra)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=PIPELINE_TIMEOUT,
+        check=False,
+    )
+    kept = REPO / "results" / run_id / "ansible"
+    (events_file,) = set(kept.glob("events-*.jsonl")) - before
+    (recap_file,) = kept.glob(
+        events_file.name.replace("events-", "recap-").replace(".jsonl", ".json")
+    )
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    recap = json.loads(recap_file.read_text())["recap"]
+    return JobRun(result.returncode, result.stdout + result.stderr, events, recap)
+
+
+@pytest.fixture(scope="module")
+def site(guests: list[dict[str, Any]]) -> Site:
+    run_id = f"vlab-site-{time.strftime('%Y%m%d-%H%M%S')}"
+    first = miglab_run(run_id)
+    assert first.returncode == 0, first.explain()
+    second = miglab_run(run_id)
+    return Site(run_id, first, second, REPO / "results" / run_id, [g["name"] for g in guests])
+
+
+def samples(site: Site, guest: str) -> list[dict[str, Any]]:
+    path = site.results / guest / "samples.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def guest_file(guest: str, path: str) -> str:
+    with tempfile.TemporaryDirectory() as tree:
+        answer = ansible(
+            "ansible", guest, "-m", "ansible.builtin.slurp", "-a", f"src={path}", "--tree", tree
+        )
+        assert answer.returncode == 0, answer.output
+        content = json.loads((Path(tree) / guest).read_text())["content"]
+        return base64.b64decode(content).decode()
+
+
+def known_good(guest: str) -> str:
+    return str(json.loads(guest_file(guest, "/var/lib/miglab/known-good.json"))["kernel_release"])
+
+
+def variants_for(guest: str) -> list[str]:
+    return [v["name"] for v in VARIANTS["kernel_variants"] if guest in v.get("hosts", [guest])]
+
+
+def test_the_whole_job_ran_on_every_host(site: Site) -> None:
+    for guest in site.guests:
+        counts = site.first.recap[guest]
+        assert counts["failed"] == 0 and counts["unreachable"] == 0, site.first.explain()
+        # Each host went through its own variants, in the inventory's order.
+        started = [fact["name"] for fact in site.first.facts(guest, "lab_variant_current")]
+        assert started == variants_for(guest), started
+
+
+def test_every_variant_that_booted_was_swept_exactly_as_planned(site: Site) -> None:
+    builds: dict[str, str] = {}
+    for guest in site.guests:
+        records = samples(site, guest)
+        swept = [v for v in variants_for(guest) if v != CANARY["name"]]
+        assert {r["kernel_variant"] for r in records} == set(swept)
+        for variant in swept:
+            plan = json.loads(
+                (site.results / guest / "variants" / variant / "plan.json").read_text()
+            )
+            mine = [r for r in records if r["kernel_variant"] == variant]
+            assert len(mine) == len(plan["cells"]) * plan["definition"]["repetitions"], variant
+            keys = {(r["cell_id"], r["rep"]) for r in mine}
+            assert len(keys) == len(mine), f"duplicate samples of {variant} on {guest}"
+            # Every sample names the kernel it ran on: exactly that variant's build.
+            (build_hash,) = {r["kernel_build_hash"] for r in mine}
+            (release,) = {r["kernel_release"] for r in mine}
+            assert release.endswith(f"-{variant}-{build_hash[:8]}"), release
+            assert builds.setdefault(variant, build_hash) == build_hash  # one build, both hosts
+    assert len(set(builds.values())) == len(builds)  # variants are different builds
+    report = check_results([site.results])
+    assert report.ok, "\n".join(report.lines())
+
+
+def test_the_canary_fell_back_on_its_host_only_and_was_reported(site: Site) -> None:
+    failures_dir = site.results / "boot-failures"
+    assert sorted(p.stem for p in failures_dir.glob("*.json")) == sorted(CANARY["hosts"])
+    for guest in CANARY["hosts"]:
+        (record,) = json.loads((failures_dir / f"{guest}.json").read_text())
+        assert record["variant"] == CANARY["name"]
+        assert record["reason"] == "panic", record
+        assert record["power_cycled"] is True
+        assert record["recovered_to"] == known_good(guest)
+        assert any(
+            "miglab: deliberately broken test kernel" in line for line in record["console_excerpt"]
+        )
+        # Given up at its timeout (the reboot wait), not later; back soon after the power cycle.
+        timeout = BOOT_TIMEOUT[CANARY["name"]]
+        assert timeout <= record["failed_after_seconds"] <= timeout + 120
+        assert record["recovered_after_seconds"] <= timeout + 420
+        said = f"{guest}: {CANARY['name']} did not boot, as expected"
+        assert any(said in message for message in site.first.messages(guest))
+
+
+def test_hosts_did_not_wait_for_each_other(site: Site) -> None:
+    """vnode1 started its last variant while vnode2 was still on the canary's boot timeout."""
+
+    def started(host: str, variant: str) -> float:
+        for event in site.first.events:
+            data = event.get("event_data") or {}
+            facts = (data.get("res") or {}).get("ansible_facts") or {}
+            if (
+                data.get("host") == host
+                and (facts.get("lab_variant_current") or {}).get("name") == variant
+            ):
+                return time.mktime(time.strptime(event["created"][:19], "%Y-%m-%dT%H:%M:%S"))
+        raise AssertionError(f"{host} never started {variant}")
+
+    (canary_host,) = CANARY["hosts"]
+    other = next(g for g in site.guests if g != canary_host)
+    last = variants_for(other)[-1]
+    after_canary = variants_for(canary_host)[variants_for(canary_host).index(CANARY["name"]) + 1]
+    assert started(other, last) < started(canary_host, after_canary)
+
+
+def test_every_host_ends_on_its_default_kernel(site: Site) -> None:
+    for guest in site.guests:
+        assert guest_file(guest, "/proc/sys/kernel/osrelease").strip() == known_good(guest)
+        grubenv = guest_file(guest, "/boot/grub/grubenv")
+        assert "next_entry=\n" in grubenv or "next_entry" not in grubenv
+        assert "saved_entry=gnulinux-advanced-" in grubenv and known_good(guest) in grubenv
+
+
+def test_the_run_ends_with_recap_tables_and_report(site: Site) -> None:
+    lines = site.first.output.rstrip().splitlines()
+    assert lines[-1].startswith("report: ") and lines[-1].endswith("report.html"), lines[-5:]
+    report = Path(lines[-1].split(": ", 1)[1])
+    assert report.is_file() and report.parent == site.results / "report"
+    assert f"results: {site.results}" in site.first.output
+    assert "recap:" in site.first.output
+    # The tables as plain text (not a quoted YAML list inside Ansible's debug output).
+    assert "4KB on an idle system (GB/s) - host vnode1" in site.first.output
+    assert "- '|" not in site.first.output
+    # A line per finished build, and per host its variants and sweep progress as they went.
+    for variant in BOOT_TIMEOUT:
+        assert f"build: {variant} (x86_64) 6.12." in site.first.output, variant
+    for guest in site.guests:
+        for variant in variants_for(guest):
+            assert f"{guest}: variant {variant}" in site.first.output
+        assert f"{guest}: variant vanilla sweep 1/1 cells" in site.first.output
+
+
+def test_a_second_run_changes_nothing_and_rebuilds_nothing(site: Site) -> None:
+    assert site.second.returncode == 0, site.second.explain()
+    for host, counts in site.second.recap.items():
+        assert counts["changed"] == 0, (host, site.second.explain())
+    assert " built in " not in site.second.output
+    for variant in BOOT_TIMEOUT:
+        assert f"build: {variant} (x86_64) 6.12." in site.second.output
+    for guest in site.guests:
+        for variant in variants_for(guest):
+            if variant != CANARY["name"]:
+                said = f"{guest}: all 1 cells of {variant} are complete in run {site.run_id}"
+                assert any(said in m for m in site.second.messages(guest)), variant
