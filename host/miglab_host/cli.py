@@ -105,6 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         retry_failed=not args.no_retry_failed,
         require_root=not args.no_root_check,
         token=args.token,
+        kernel_log=args.kernel_log,
     )
     return runner.run()
 
@@ -294,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip cells that failed before instead of redoing them",
     )
     s.add_argument("--token", help="identifies this invocation in progress.json (Ansible)")
+    s.add_argument(
+        "--kernel-log", default="/dev/kmsg", help="the kernel log checked after the sweep"
+    )
     host_opts(s)
     s.set_defaults(func=cmd_run)
 

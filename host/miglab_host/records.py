@@ -31,6 +31,10 @@ FROM_MIGBENCH = (
     "thp_migration_success",
     "thp_migration_fail",
     "thp_migration_split",
+    "pgmigrate_mt_batches",
+    "pgmigrate_mt_folios",
+    "pgmigrate_mt_works",
+    "pgmigrate_mt_fallbacks",
     "move_pages_ret",
     "status_errors",
     "warmup_moves",
@@ -73,9 +77,42 @@ def build_record(
     for key in FROM_MIGBENCH:
         if key in sample:
             rec[key] = sample[key]
+    rec["threads_effective"] = threads_effective(rec)
     rec["cell_status"] = cell_status
     rec["pattern_ok"] = pattern_ok
     return rec
+
+
+def threads_effective(rec: dict) -> float | None:
+    """Copy threads the kernel used per batch: its work items over its batches, from the
+    counters of a kernel that has them (None otherwise, or when no batch went that way)."""
+    batches, works = rec.get("pgmigrate_mt_batches"), rec.get("pgmigrate_mt_works")
+    if not isinstance(batches, int) or not isinstance(works, int) or batches <= 0:
+        return None
+    return round(works / batches, 3)
+
+
+def copy_path_problem(copy_config: str, samples: list[dict]) -> str | None:
+    """Why the counters contradict the configuration (None if they agree, or if the kernel
+    has no such counters): an mt_N move must have copied through the multi-threaded path,
+    a serial or vanilla move must not have."""
+    family = copy_config.split("_", 1)[0]
+    for s in samples:
+        batches, folios = s.get("pgmigrate_mt_batches"), s.get("pgmigrate_mt_folios")
+        if batches is None or folios is None:
+            continue  # a kernel without these counters: nothing to prove either way
+        if family == "mt" and batches < 1:
+            return (
+                f"{copy_config}: move {s.get('rep')} copied no batch through the multi-threaded "
+                f"path (pgmigrate_mt_batches +{batches}, pgmigrate_mt_folios +{folios}): the "
+                "knobs did not take effect, or the kernel ignored them"
+            )
+        if family in ("serial", "vanilla") and (batches > 0 or folios > 0):
+            return (
+                f"{copy_config}: move {s.get('rep')} went through the multi-threaded copy "
+                f"(pgmigrate_mt_batches +{batches}, pgmigrate_mt_folios +{folios})"
+            )
+    return None
 
 
 def problems(rec: dict) -> list[str]:

@@ -17,9 +17,10 @@ from miglab_host import facts as factsmod
 from miglab_host import plan as planmod
 from miglab_host import preflight as preflightmod
 from miglab_host.journal import RunDir, append_jsonl, read_json, utc_now, write_json_atomic
+from miglab_host.kernel_log import KernelLog
 from miglab_host.knobs import KnobError, KnobSession, Restorer, SysTree
 from miglab_host.loads import IdleLoad, LoadError, StressLoad
-from miglab_host.records import build_record, problems
+from miglab_host.records import build_record, copy_path_problem, problems
 from miglab_host.tuning import HostTuning
 
 EXIT_OK = 0
@@ -44,6 +45,7 @@ class Session:
     knobs_report: dict[str, Any]
     tuning_report: dict[str, Any]
     loads_report: dict[str, Any]
+    kernel_log: KernelLog
 
 
 class DeadlineReached(Exception):
@@ -104,6 +106,7 @@ class Runner:
         log_stream: TextIO | None = sys.stderr,
         require_root: bool = True,
         token: str | None = None,
+        kernel_log: str = "/dev/kmsg",
     ) -> None:
         self.plan = plan
         self.d = plan["definition"]
@@ -118,6 +121,8 @@ class Runner:
         self.retry_failed = retry_failed
         self.require_root = require_root
         self.token = token
+        self.kernel_log_path = kernel_log
+        self.kernel_log_summary: dict[str, Any] = {}
         self.log_stream = log_stream
         self.rundir = RunDir(results_root, plan["run_id"])
         self.t_start = time.monotonic()
@@ -365,6 +370,8 @@ class Runner:
             }
         )
         self.save_state()
+        kernel_log = KernelLog(self.kernel_log_path)
+        kernel_log.open()  # from here on: what the kernel prints during this variant's sweep
         return Session(
             context=context,
             knob_restorer=Restorer(self.tree, self._originals_saver("knobs")),
@@ -377,6 +384,7 @@ class Runner:
             },
             tuning_report={"settings": self.d["tuning"]},
             loads_report=read_json(os.path.join(self.vdir, "loads.json"), {}) or {},
+            kernel_log=kernel_log,
         )
 
     def _run_cells(self, todo: list[dict], session: Session) -> tuple[str, int, str]:
@@ -470,6 +478,19 @@ class Runner:
             for rel, entry in report.items():
                 if not entry.get("restored"):
                     out.append(f"{group} /{rel} not restored: {entry.get('error')}")
+        log_report = session.kernel_log.read()
+        write_json_atomic(os.path.join(vdir, "kernel-log.json"), log_report.to_dict())
+        self.kernel_log_summary = {
+            "problems": len(log_report.problems),
+            "notes": len(log_report.notes),
+            "available": log_report.available,
+        }
+        if log_report.problems:
+            self.log(f"kernel log problems: {log_report.problems[:5]}")
+            out.append(
+                f"the kernel log has {len(log_report.problems)} problem line(s) during the sweep "
+                f"(variants/{self.variant}/kernel-log.json), e.g. {log_report.problems[0]!r}"
+            )
         knobs_report["originals"] = dict(knob_restorer.originals)
         tuning_report["originals"] = dict(tuning_restorer.originals)
         write_json_atomic(os.path.join(vdir, "knobs.json"), knobs_report)
@@ -518,6 +539,7 @@ class Runner:
             },
             "plan_hash": self.plan["plan_hash"],
             "seed": self.plan["seed"],
+            "kernel_log": self.kernel_log_summary,
         }
         write_json_atomic(path, meta)
 
@@ -613,7 +635,7 @@ class Runner:
             "stderr": err[-2000:],
         }
 
-    def _evaluate(self, res: dict) -> str | None:
+    def _evaluate(self, res: dict, cell: dict) -> str | None:
         """Why a cell failed (None if it did not): the most specific reason first."""
         reps = self.d["repetitions"]
         if res["timed_out"]:
@@ -638,7 +660,7 @@ class Runner:
             return f"migbench printed {len(res['samples'])} samples, expected {reps}"
         if res["garbage_lines"]:
             return f"{res['garbage_lines']} unparseable lines from migbench"
-        return None
+        return copy_path_problem(cell["copy_config"], res["samples"])
 
     def _run_cell(self, cell: dict, knobs: KnobSession, tuning: HostTuning, context: dict) -> None:
         t_cell = time.monotonic_ns()
@@ -694,7 +716,7 @@ class Runner:
                     "migbench_stderr": res["stderr"],
                 }
             )
-            error = self._evaluate(res)
+            error = self._evaluate(res, cell)
             try:
                 self.load.check()
             except LoadError as err:

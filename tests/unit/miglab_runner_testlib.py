@@ -151,7 +151,10 @@ def compile_migbench(out_dir: Path) -> Path:
 # one-node machine the real binary refuses to run (that refusal is tested in
 # test_migbench.py). It prints migbench's JSON lines for the requested cell and obeys a
 # control file: {"kill_parent_at": <seed>, "signal": "SIGKILL"|"SIGTERM",
-# "fail_at": <seed>, "fail": "backing"|"crash", "sleep": <seconds>}.
+# "fail_at": <seed>, "fail": "backing"|"crash", "sleep": <seconds>,
+# "mt_counters": "honest"|"ignores_knobs" (report the multi-threaded copy's vmstat counters as
+# a kernel with them does, or as one that ignored the knobs), "node_cpus": <CPUs a copy may
+# use>, "kernel_log": [<file>, <line appended to it, /dev/kmsg format>]}.
 FAKE_MIGBENCH = r"""
 import json, os, signal, sys, time
 
@@ -166,6 +169,13 @@ ctl = json.load(open(ctl_path)) if ctl_path and os.path.exists(ctl_path) else {}
 seed = int(opt["seed"])
 kind, count, reps = opt["kind"], int(opt["count"]), int(opt["reps"])
 size = 4096 if kind == "base" else int(kind[:-1]) << {"K": 10, "M": 20, "G": 30}[kind[-1]]
+knobs = {name: open(os.path.join(ctl.get("sys_root", "/"), "proc/sys/vm", name)).read().strip()
+         for name in ("use_mt_copy", "limit_mt_num") if ctl.get("mt_counters")}
+mt = knobs.get("use_mt_copy") == "1" and ctl.get("mt_counters") == "honest"
+threads = min(int(knobs.get("limit_mt_num", 1)), int(ctl.get("node_cpus", 64)))
+if ctl.get("kernel_log"):
+    with open(ctl["kernel_log"][0], "a") as log:
+        log.write(ctl["kernel_log"][1] + "\n")
 src, dst = int(opt["src"]), int(opt["dst"])
 time.sleep(float(ctl.get("sleep", 0)))
 fail = ctl.get("fail") if ctl.get("fail_at") == seed else None
@@ -182,7 +192,10 @@ for rep in range(1 if fail == "backing" else reps):
                       "caller_cpu_ns": 500, "system_cpu_ns": 0,
                       "system_cpu_resolution_ns": 10000000, "pgmigrate_success": count,
                       "pgmigrate_fail": 0, "base_page_size": 4096, "warmup_moves": 1,
-                      "timestamp": "2026-01-01T00:00:00.000000Z"}))
+                      "timestamp": "2026-01-01T00:00:00.000000Z",
+                      **({"pgmigrate_mt_batches": int(mt), "pgmigrate_mt_folios": count * mt,
+                          "pgmigrate_mt_works": threads * mt, "pgmigrate_mt_fallbacks": 0}
+                         if ctl.get("mt_counters") else {})}))
     src, dst = dst, src
 sys.stdout.flush()
 if ctl.get("kill_parent_at") == seed:

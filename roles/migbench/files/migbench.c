@@ -43,7 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MIGBENCH_VERSION "1.0"
+#define MIGBENCH_VERSION "1.1"
 #ifndef MIGBENCH_SOURCE_SHA256
 #define MIGBENCH_SOURCE_SHA256 "unknown"
 #endif
@@ -89,6 +89,8 @@ struct cpu_snapshot {
 struct vm_snapshot {
 	long long pgmigrate_success, pgmigrate_fail;
 	long long thp_migration_success, thp_migration_fail, thp_migration_split;
+	/* kernels with a multi-threaded copy path that counts its work (the lab's own patch) */
+	long long mt_batches, mt_folios, mt_works, mt_fallbacks;
 };
 
 struct backing {
@@ -460,6 +462,10 @@ static void snapshot_vm(struct ctx *c, struct vm_snapshot *s)
 	s->thp_migration_success = vmstat_field(buf, "thp_migration_success");
 	s->thp_migration_fail = vmstat_field(buf, "thp_migration_fail");
 	s->thp_migration_split = vmstat_field(buf, "thp_migration_split");
+	s->mt_batches = vmstat_field(buf, "pgmigrate_mt_batches");
+	s->mt_folios = vmstat_field(buf, "pgmigrate_mt_folios");
+	s->mt_works = vmstat_field(buf, "pgmigrate_mt_works");
+	s->mt_fallbacks = vmstat_field(buf, "pgmigrate_mt_fallbacks");
 }
 
 static void print_delta(const char *name, long long before, long long after)
@@ -904,6 +910,10 @@ int main(int argc, char **argv)
 				    vm1.thp_migration_success);
 			print_delta("thp_migration_fail", vm0.thp_migration_fail, vm1.thp_migration_fail);
 			print_delta("thp_migration_split", vm0.thp_migration_split, vm1.thp_migration_split);
+			print_delta("pgmigrate_mt_batches", vm0.mt_batches, vm1.mt_batches);
+			print_delta("pgmigrate_mt_folios", vm0.mt_folios, vm1.mt_folios);
+			print_delta("pgmigrate_mt_works", vm0.mt_works, vm1.mt_works);
+			print_delta("pgmigrate_mt_fallbacks", vm0.mt_fallbacks, vm1.mt_fallbacks);
 			printf(",\"move_pages_ret\":%ld,\"status_errors\":%ld,\"warmup_moves\":%ld,"
 			       "\"base_page_size\":%ld,\"loopback\":%s,\"timestamp\":\"%s\"",
 			       ret, status_errors, c.opt.warmup, c.page_size,
