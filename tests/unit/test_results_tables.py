@@ -341,6 +341,30 @@ def test_few_samples_are_marked_not_judged(tmp_path: Path) -> None:
     assert "Unstable" not in text.replace("! unstable", "")
 
 
+def test_a_clamped_mt_cell_is_marked_with_the_threads_that_ran(tmp_path: Path) -> None:
+    """mt_4 on a node with 2 CPUs ran 2 copy threads: never a silent mt_4 label on it."""
+    records = fx.cell_with_mean(fx.EPYC, fx.VANILLA, "idle", "vanilla", "base", 32, 1.0)
+    records += fx.cell_with_mean(
+        fx.EPYC, fx.UNBOUND, "idle", "mt_2", "base", 32, 2.0, threads_effective=2.0
+    )
+    records += fx.cell_with_mean(
+        fx.EPYC, fx.UNBOUND, "idle", "mt_4", "base", 32, 2.5, threads_effective=2.0
+    )
+    # records of a kernel (or a miglab) without the counters: no claim either way
+    records += fx.cell_with_mean(fx.EPYC, fx.UNBOUND, "idle", "mt_8", "base", 32, 3.0)
+    fx.write_results(tmp_path, {fx.EPYC: records})
+    (table,) = build_tables(load_samples([tmp_path]).frame)
+    assert [config for _, config, _ in table.clamped_cells()] == ["mt_4"]
+    text = render_summary_tables([table], "markdown", StabilityRule())
+    assert "| 32 | 1.00 | 2.00 | 2.50* | 3.00 |" in text
+    assert "- Clamped: mt_4 at 32 pages ran 2 copy threads per batch on average" in text
+    assert "* fewer copy threads than N ran" in text
+    document = json.loads(render_summary_tables([table], "json", StabilityRule()))
+    cells = document["tables"][0]["rows"][0]["cells"]
+    assert cells["mt_4"]["clamped"] is True and cells["mt_4"]["threads_effective"] == 2.0
+    assert cells["mt_8"]["clamped"] is False and cells["mt_8"]["threads_effective"] is None
+
+
 @pytest.mark.parametrize(
     ("kind", "base", "label"),
     [

@@ -21,6 +21,7 @@ from miglab.results.stats import (
     format_percent,
 )
 from miglab.results.tables import (
+    CLAMPED_MARK,
     FEW_MARK,
     MISSING_MARK,
     UNSTABLE_MARK,
@@ -118,7 +119,11 @@ def _noise(cell: Cell) -> str:
 
 
 def summary_cell_text(
-    cell: Cell | None, statistic: str, show_spread: bool, show_noise: bool = False
+    cell: Cell | None,
+    statistic: str,
+    show_spread: bool,
+    show_noise: bool = False,
+    config: str | None = None,
 ) -> str:
     if cell is None or cell.missing:
         return MISSING_MARK
@@ -126,6 +131,8 @@ def summary_cell_text(
     if show_spread:
         text += _spread(cell, statistic)
     text += _marks(cell)
+    if config is not None and cell.clamped(config):
+        text += CLAMPED_MARK
     if show_noise:
         text += _noise(cell)
     return text
@@ -148,7 +155,9 @@ def summary_text_table(
     rows = [
         [str(count)]
         + [
-            summary_cell_text(table.cell(count, config), table.statistic, show_spread, show_noise)
+            summary_cell_text(
+                table.cell(count, config), table.statistic, show_spread, show_noise, config
+            )
             for config in table.configs
         ]
         for count in table.page_counts
@@ -222,6 +231,7 @@ def cell_to_dict(cell: Cell) -> dict[str, Any]:
         "few_samples": cell.few,
         "reason": cell.reason or None,
         "excluded": cell.excluded,
+        "threads_effective": _number(cell.threads_effective),
     }
 
 
@@ -231,7 +241,7 @@ def summary_table_to_dict(table: SummaryTable, rule: StabilityRule) -> dict[str,
         cells: dict[str, Any] = {}
         for config in table.configs:
             cell = table.usable_cell(count, config)
-            cells[config] = None if cell is None else cell_to_dict(cell)
+            cells[config] = None if cell is None else {**cell_to_dict(cell), "clamped": cell.clamped(config)}
         rows.append({"pages": count, "cells": cells})
     return {
         "title": table.title,

@@ -177,6 +177,17 @@ def cell_statistics(
     result["amean"] = amean
     result["std"] = np.where(n >= 2, std, np.nan)
     result["cv"] = np.where(n >= 2, std / amean, np.nan)
+    # Copy threads the kernel really used (records of kernels that count them): the mean
+    # over the usable samples that have the number; NaN where none has.
+    if "threads_effective" in frame.columns:
+        effective = frame["threads_effective"].to_numpy(dtype=float)
+        known = usable & ~np.isnan(effective)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            result["threads_effective"] = per_cell(np.where(known, effective, 0.0)) / per_cell(
+                known.astype(float)
+            )
+    else:
+        result["threads_effective"] = np.nan
     result["mean_lo"] = ratio - t_quantile * ratio_se
     result["mean_hi"] = ratio + t_quantile * ratio_se
     result["amean_lo"] = amean - t_quantile * std / np.sqrt(n)

@@ -32,6 +32,7 @@ _UNIT_BYTES = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 MISSING_MARK = "-"
 UNSTABLE_MARK = "!"
 FEW_MARK = "?"
+CLAMPED_MARK = "*"
 
 
 def pages(count: int) -> str:
@@ -113,10 +114,28 @@ class Cell:
     excluded: int
     excluded_backing: int
     excluded_failed: int
+    # copy threads the kernel used per batch (NaN: a kernel that does not count them)
+    threads_effective: float = float("nan")
 
     @property
     def missing(self) -> bool:
         return self.n == 0
+
+    def clamped(self, config: str) -> bool:
+        """mt_N that ran with fewer copy threads than N (a node with fewer CPUs than N)."""
+        requested = requested_threads(config)
+        return (
+            requested is not None
+            and not np.isnan(self.threads_effective)
+            and self.threads_effective < requested - 0.01
+        )
+
+
+def requested_threads(config: str) -> int | None:
+    match = _CONFIG_RE.match(config)
+    if match is None or match.group(1) != "mt" or match.group(2) is None:
+        return None
+    return int(match.group(2))
 
 
 @dataclass
@@ -158,6 +177,15 @@ class SummaryTable:
                     found.append((count, config, cell))
         return found
 
+    def clamped_cells(self) -> list[tuple[int, str, Cell]]:
+        found = []
+        for count in self.page_counts:
+            for config in self.configs:
+                cell = self.usable_cell(count, config)
+                if cell is not None and cell.clamped(config):
+                    found.append((count, config, cell))
+        return found
+
     def few_sample_cells(self) -> list[tuple[int, str, Cell]]:
         found = []
         for count in self.page_counts:
@@ -184,6 +212,12 @@ class SummaryTable:
             f"({rule.describe()}), {FEW_MARK} fewer than {rule.min_samples} samples, "
             f"{MISSING_MARK} no usable samples."
         ]
+        clamped = self.clamped_cells()
+        if clamped:
+            notes[0] += (
+                f" {CLAMPED_MARK} fewer copy threads than N ran (the copying node has fewer "
+                "CPUs): the cell's effective threads are in a note."
+            )
         if len(self.vanilla_variants) > 1:
             notes.append("The vanilla column pools kernels " + ", ".join(self.vanilla_variants))
         if len(self.runs) > 1:
@@ -193,6 +227,11 @@ class SummaryTable:
                 f"Unstable: {config} at {pages(count)}: {cell.reason} (n={cell.n}; "
                 f"min {format_gbps(cell.minimum)}, median {format_gbps(cell.median)}, "
                 f"max {format_gbps(cell.maximum)})"
+            )
+        for count, config, cell in clamped:
+            notes.append(
+                f"Clamped: {config} at {pages(count)} ran {cell.threads_effective:g} copy "
+                f"threads per batch on average"
             )
         for count, config, cell in self.few_sample_cells():
             notes.append(f"Too few samples: {config} at {pages(count)}: n={cell.n}")
@@ -283,6 +322,7 @@ def _cell_from_row(row: dict[str, Any], statistic: Statistic) -> Cell:
         excluded=int(row["excluded"]),
         excluded_backing=int(row["excluded_backing"]),
         excluded_failed=int(row["excluded_failed"]),
+        threads_effective=float(row.get("threads_effective", float("nan"))),
     )
 
 
