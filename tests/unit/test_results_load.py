@@ -181,11 +181,65 @@ def test_directories_are_searched_recursively(tmp_path: Path) -> None:
         find_sample_files([tmp_path / "missing"])
 
 
-def test_empty_file_gives_no_samples(tmp_path: Path) -> None:
+def test_an_empty_file_is_named_never_an_empty_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "samples.jsonl"
     path.write_text("")
-    samples = load_samples([path])
-    assert samples.frame.empty and samples.skipped == 0
+    with pytest.raises(CorruptInputError) as raised:
+        load_samples([path])
+    assert [str(record) for record in raised.value.bad_records] == [
+        f"{path}: no records in this file"
+    ]
+    with pytest.raises(ConfigError, match="no usable records in these files"):
+        load_samples([path], skip_bad=True)
+    assert main(["check", str(path)]) == 1
+    assert f"{path}: no records in this file" in capsys.readouterr().out
+    assert main(["table", str(path)]) == 2
+    assert "no records in this file" in capsys.readouterr().err
+
+
+def test_duplicates_are_refused_or_kept_once(tmp_path: Path) -> None:
+    """The same cell and rep twice (a slow sample among them) would move the cell's mean."""
+    good = fx.samples_at(fx.EPYC, fx.VANILLA, "idle", "vanilla", "base", 32, [2.0, 2.0, 2.0, 2.0])
+    slow = fx.samples_at(fx.EPYC, fx.VANILLA, "idle", "vanilla", "base", 32, [0.01])  # rep 0 again
+    path = fx.write_jsonl(tmp_path / "samples.jsonl", good + slow)
+    with pytest.raises(CorruptInputError) as raised:
+        load_samples([path])
+    assert [str(r) for r in raised.value.bad_records] == [
+        f"{path}:5: duplicate sample (same cell and rep as {path}:1)"
+    ]
+    samples = load_samples([path], skip_bad=True)
+    assert list(samples.frame["line"]) == [1, 2, 3, 4] and len(samples.duplicates) == 1
+
+
+def test_an_inconsistent_gbps_is_not_used(tmp_path: Path) -> None:
+    records = fx.samples_at(fx.EPYC, fx.VANILLA, "idle", "vanilla", "base", 32, [2.0, 2.0, 2.0])
+    records[2]["gbps"] = 101.6  # what an amean would believe
+    path = fx.write_jsonl(tmp_path / "samples.jsonl", records)
+    with pytest.raises(CorruptInputError, match=r":3: gbps 101.6 is not bytes / elapsed_ns"):
+        load_samples([path])
+    samples = load_samples([path], skip_bad=True)
+    assert list(samples.frame["line"]) == [1, 2]
+    assert samples.frame["gbps"].max() == pytest.approx(2.0, rel=1e-6)
+
+
+def test_a_byte_that_is_not_utf8_is_a_bad_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = fx.samples_at(fx.EPYC, fx.VANILLA, "idle", "vanilla", "base", 32, [2.0, 2.0, 2.0])
+    raw = bytearray("".join(json.dumps(r) + "\n" for r in records).encode())
+    second = raw.index(b"\n") + 1
+    spot = raw.index(b'"idle"', second) + 2
+    raw[spot:spot] = b"\xff"  # inside an otherwise valid record (a string value)
+    path = tmp_path / "samples.jsonl"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptInputError, match=r"samples.jsonl:2: not valid UTF-8"):
+        load_samples([path])
+    assert list(load_samples([path], skip_bad=True).frame["line"]) == [1, 3]
+    assert main(["table", str(path), "--skip-bad"]) == 0
+    assert main(["check", str(path)]) == 1
+    assert f"{path}:2: not valid UTF-8" in capsys.readouterr().out
 
 
 # The three implementations of the schema agree -------------------------------------------

@@ -6,19 +6,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from miglab.results.load import BadRecord, SampleSet, find_sample_files, load_samples
 from miglab.results.schema import describe_line
 from miglab.results.sidecars import Plan, sidecars_for
 from miglab.results.stats import usable_samples
-
-# A sample's identity: the same move recorded twice is a duplicate.
-DUPLICATE_KEYS: tuple[str, ...] = (
-    "run_id", "host", "kernel_variant", "workqueue", "load", "copy_config", "page_kind",
-    "page_count", "rep",
-)
 
 
 @dataclass(frozen=True)
@@ -83,49 +76,6 @@ class CheckReport:
         return lines
 
 
-def find_duplicates(frame: pd.DataFrame) -> list[str]:
-    if frame.empty:
-        return []
-    keys = list(DUPLICATE_KEYS)
-    duplicated = frame[frame.duplicated(keys, keep=False)]
-    messages = []
-    for _, group in duplicated.groupby(keys, observed=True, dropna=False, sort=False):
-        places = [f"{source}:{line}" for source, line in zip(group["source"], group["line"], strict=True)]
-        first = places[0]
-        for place in places[1:]:
-            messages.append(f"{place}: duplicate sample (same cell and rep as {first})")
-    return sorted(messages)
-
-
-def find_inconsistencies(frame: pd.DataFrame) -> list[str]:
-    """Records whose numbers contradict each other, as the schema defines them:
-    bytes = page_count x folio_size and gbps = bytes / elapsed_ns."""
-    if frame.empty:
-        return []
-    moved = frame["bytes"].to_numpy()
-    expected_bytes = frame["page_count"].to_numpy() * frame["folio_size"].to_numpy()
-    gbps = frame["gbps"].to_numpy(dtype=float)
-    expected_gbps = moved / frame["elapsed_ns"].to_numpy(dtype=float)
-    bytes_off = moved != expected_bytes
-    # Writers round gbps (migbench before 2026-11-28 to 6 decimals): allow half a unit of
-    # the 6th decimal plus a relative 1e-6, so rounding passes and a wrong number does not.
-    gbps_off = np.abs(gbps - expected_gbps) > 5e-7 + 1e-6 * np.abs(expected_gbps)
-    messages = []
-    for index in np.flatnonzero(bytes_off | gbps_off):
-        row = frame.iloc[index]
-        where = f"{row['source']}:{row['line']}"
-        if bytes_off[index]:
-            messages.append(
-                f"{where}: bytes {row['bytes']} is not page_count x folio_size "
-                f"({row['page_count']} x {row['folio_size']})"
-            )
-        if gbps_off[index]:
-            messages.append(
-                f"{where}: gbps {row['gbps']} is not bytes / elapsed_ns ({expected_gbps[index]:.6g})"
-            )
-    return messages
-
-
 def check_plan(frame: pd.DataFrame, samples_file: Path, plan: Plan) -> tuple[list[PlanShortfall], list[str]]:
     """Shortfalls of the planned cells, and cells measured that the plan does not list."""
     selected = (frame["source"] == str(samples_file)) & (frame["run_id"] == plan.run_id)
@@ -173,7 +123,7 @@ def _jsonschema_pass(files: Sequence[Path]) -> list[BadRecord]:
 
 def check_results(paths: Iterable[str | Path], thorough: bool = False) -> CheckReport:
     files = find_sample_files(paths)
-    samples: SampleSet = load_samples(files, skip_bad=True)
+    samples: SampleSet = load_samples(files, skip_bad=True, allow_empty=True)
     report = CheckReport(files=len(files), records=len(samples.frame), bad=list(samples.bad_records))
     if thorough:
         known = {(record.path, record.line) for record in report.bad}
@@ -185,8 +135,8 @@ def check_results(paths: Iterable[str | Path], thorough: bool = False) -> CheckR
     backing_ok = frame["backing_ok"].to_numpy(dtype=bool)
     report.excluded_backing = int((~backing_ok).sum())
     report.excluded_failed = int(((frame["failed_pages"] > 0).to_numpy() & backing_ok).sum())
-    report.duplicates = find_duplicates(samples.frame)
-    report.inconsistent = find_inconsistencies(samples.frame)
+    report.duplicates = [str(record) for record in samples.duplicates]
+    report.inconsistent = [str(record) for record in samples.inconsistent]
     for sidecars in sidecars_for(files):
         report.sidecar_problems.extend(sidecars.problems)
         samples_file = next(f for f in files if f.parent.resolve() == sidecars.directory.resolve())

@@ -5,10 +5,17 @@ schema declares, and checked with vectorised Arrow kernels; this keeps a million
 within seconds. A file Arrow cannot read (truncated lines, wrong JSON types, blank lines,
 values out of range) is re-read line by line with the per-record Python checks, so every
 bad record is reported as file:line with jsonschema's wording of what is wrong.
+
+What the analysis uses is decided here, once: besides records that break the schema, a
+file with no records, bytes that are not UTF-8, a record whose numbers contradict each
+other (bytes is not page_count x folio_size, gbps is not bytes / elapsed_ns) and the same
+sample recorded twice (same run, host, cell and rep) are refused, each as file:line; with
+skip_bad they are left out (the first of duplicates kept) and listed.
 """
 
 from __future__ import annotations
 
+import codecs
 import concurrent.futures
 import mmap
 from collections.abc import Iterable, Iterator, Sequence
@@ -57,7 +64,8 @@ class BadRecord:
     problems: tuple[str, ...]
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {'; '.join(self.problems)}"
+        where = f"{self.path}:{self.line}" if self.line else str(self.path)
+        return f"{where}: {'; '.join(self.problems)}"
 
 
 @dataclass(frozen=True)
@@ -70,15 +78,22 @@ class SourceFile:
 
 @dataclass
 class SampleSet:
-    """Valid samples (one row each, plus `source` file and `line`) and what was rejected."""
+    """Valid samples (one row each, plus `source` file and `line`) and what was rejected:
+    bad records (and empty files), duplicates of an earlier sample, inconsistent records."""
 
     frame: pd.DataFrame
     bad_records: list[BadRecord] = field(default_factory=list)
     sources: list[SourceFile] = field(default_factory=list)
+    duplicates: list[BadRecord] = field(default_factory=list)
+    inconsistent: list[BadRecord] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> list[BadRecord]:
+        return self.bad_records + self.duplicates + self.inconsistent
 
     @property
     def skipped(self) -> int:
-        return len(self.bad_records)
+        return len(self.rejected)
 
 
 class CorruptInputError(MiglabError):
@@ -254,6 +269,7 @@ def _kept_batch(
 class _Scan:
     lines: int  # non-empty last line included
     key_counts: dict[str, int]  # occurrences of '"name"' in the whole file
+    utf8_ok: bool = True  # every byte of the file is UTF-8 (Arrow does not check)
 
 
 def _scan_file(path: Path, key_names: Sequence[str]) -> _Scan:
@@ -265,8 +281,16 @@ def _scan_file(path: Path, key_names: Sequence[str]) -> _Scan:
     newlines = 0
     tail = b""
     last = b"\n"
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    utf8_ok = True
     with path.open("rb") as stream:
         while chunk := stream.read(_SCAN_CHUNK):
+            # ASCII (what the runner writes) is UTF-8: only other bytes need the decoder.
+            if utf8_ok and (not chunk.isascii() or utf8.getstate()[0]):
+                try:
+                    utf8.decode(chunk)
+                except UnicodeDecodeError:
+                    utf8_ok = False
             newlines += chunk.count(b"\n")
             last = chunk[-1:]
             window = tail + chunk if tokens else chunk
@@ -274,7 +298,12 @@ def _scan_file(path: Path, key_names: Sequence[str]) -> _Scan:
                 # occurrences wholly inside the carried-over tail were counted last time
                 counts[name] += window.count(token) - tail.count(token)
             tail = window[-overlap:] if overlap and tokens else b""
-    return _Scan(newlines + (0 if last == b"\n" else 1), counts)
+    if utf8_ok:
+        try:
+            utf8.decode(b"", final=True)
+        except UnicodeDecodeError:
+            utf8_ok = False
+    return _Scan(newlines + (0 if last == b"\n" else 1), counts, utf8_ok)
 
 
 def _newline_offsets(path: Path) -> np.ndarray:
@@ -404,6 +433,8 @@ def _read_fast(path: Path, source: pa.Array) -> _FileResult:
         except pa.ArrowInvalid as error:
             raise _NeedsLineByLine(str(error)) from error
         scanned = scan.result()
+    if not scanned.utf8_ok:
+        raise _NeedsLineByLine("bytes that are not UTF-8")
     # Row n is line n only when no line is blank or holds two objects.
     if rows != scanned.lines:
         raise _NeedsLineByLine(f"{rows} records on {scanned.lines} lines")
@@ -511,9 +542,73 @@ def to_frame(tables: list[pa.Table]) -> pd.DataFrame:
     return frame
 
 
-def load_samples(paths: Iterable[str | Path], skip_bad: bool = False) -> SampleSet:
-    """Every valid record under `paths`; bad records raise CorruptInputError unless
-    skip_bad, in which case they are left out and listed in SampleSet.bad_records."""
+# A sample's identity: the same move recorded twice is a duplicate.
+DUPLICATE_KEYS: tuple[str, ...] = (
+    "run_id", "host", "kernel_variant", "workqueue", "load", "copy_config", "page_kind",
+    "page_count", "rep",
+)  # fmt: skip
+
+
+def find_duplicates(frame: pd.DataFrame) -> tuple[list[BadRecord], np.ndarray]:
+    """Each later record of a sample recorded more than once, naming the first; and the
+    rows to keep (the first of each)."""
+    if frame.empty:
+        return [], np.ones(0, dtype=bool)
+    keys = list(DUPLICATE_KEYS)
+    later = frame.duplicated(keys, keep="first").to_numpy()
+    if not later.any():
+        return [], ~later
+    involved = frame[frame.duplicated(keys, keep=False)]
+    found = []
+    for _, group in involved.groupby(keys, observed=True, dropna=False, sort=False):
+        places = list(zip(group["source"], group["line"], strict=True))
+        first = f"{places[0][0]}:{places[0][1]}"
+        for source, line in places[1:]:
+            found.append(
+                BadRecord(Path(str(source)), int(line), (f"duplicate sample (same cell and rep as {first})",))
+            )
+    found.sort(key=lambda record: (str(record.path), record.line))
+    return found, ~later
+
+
+def find_inconsistencies(frame: pd.DataFrame) -> tuple[list[BadRecord], np.ndarray]:
+    """Records whose numbers contradict each other, as the schema defines them (bytes =
+    page_count x folio_size, gbps = bytes / elapsed_ns); and the rows that are consistent."""
+    if frame.empty:
+        return [], np.ones(0, dtype=bool)
+    moved = frame["bytes"].to_numpy()
+    expected_bytes = frame["page_count"].to_numpy() * frame["folio_size"].to_numpy()
+    gbps = frame["gbps"].to_numpy(dtype=float)
+    expected_gbps = moved / frame["elapsed_ns"].to_numpy(dtype=float)
+    bytes_off = moved != expected_bytes
+    # Writers round gbps (migbench before 2026-11-28 to 6 decimals): allow half a unit of
+    # the 6th decimal plus a relative 1e-6, so rounding passes and a wrong number does not.
+    gbps_off = np.abs(gbps - expected_gbps) > 5e-7 + 1e-6 * np.abs(expected_gbps)
+    bad = bytes_off | gbps_off
+    found = []
+    for index in np.flatnonzero(bad):
+        row = frame.iloc[index]
+        problems = []
+        if bytes_off[index]:
+            problems.append(
+                f"bytes {row['bytes']} is not page_count x folio_size "
+                f"({row['page_count']} x {row['folio_size']})"
+            )
+        if gbps_off[index]:
+            problems.append(
+                f"gbps {row['gbps']} is not bytes / elapsed_ns ({expected_gbps[index]:.6g})"
+            )
+        found.append(BadRecord(Path(str(row["source"])), int(row["line"]), tuple(problems)))
+    return found, ~bad
+
+
+def load_samples(
+    paths: Iterable[str | Path], skip_bad: bool = False, allow_empty: bool = False
+) -> SampleSet:
+    """Every valid record under `paths`; bad, duplicate and inconsistent records, and files
+    without records, raise CorruptInputError unless skip_bad, in which case they are left
+    out (the first of duplicates kept) and listed in the SampleSet. No usable record at all
+    is a ConfigError naming the files, unless allow_empty (`miglab check` reports it)."""
     files = find_sample_files(paths)
     tables: list[pa.Table] = []
     bad: list[BadRecord] = []
@@ -526,10 +621,22 @@ def load_samples(paths: Iterable[str | Path], skip_bad: bool = False) -> SampleS
         tables.append(result.table)
         pa.default_memory_pool().release_unused()  # the parser's buffers, before the next file
         bad.extend(result.bad)
+        if result.table.num_rows == 0 and not result.bad:
+            bad.append(BadRecord(path, 0, ("no records in this file",)))
         sources.append(SourceFile(path, result.table.num_rows, len(result.bad), result.line_by_line))
-    if bad and not skip_bad:
-        raise CorruptInputError(bad)
-    return SampleSet(to_frame(tables), bad, sources)
+    frame = to_frame(tables)
+    inconsistent, consistent = find_inconsistencies(frame)
+    if not consistent.all():
+        frame = frame[consistent]
+    duplicates, first = find_duplicates(frame)
+    if not first.all():
+        frame = frame[first]
+    samples = SampleSet(frame, bad, sources, duplicates, inconsistent)
+    if samples.rejected and not skip_bad:
+        raise CorruptInputError(sorted(samples.rejected, key=lambda r: (str(r.path), r.line)))
+    if frame.empty and not allow_empty:
+        raise ConfigError(", ".join(str(path) for path in files), "no usable records in these files")
+    return samples
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from miglab import __version__
-from miglab.results.check import check_plan, find_duplicates, find_inconsistencies
+from miglab.results.check import check_plan
 from miglab.results.compare import (
     Comparison,
     comparison_tables,
@@ -86,7 +86,6 @@ class _Section:
 def _warnings(
     samples: SampleSet,
     tables: Sequence[SummaryTable],
-    duplicates: Sequence[str],
     sidecars: Sequence[Sidecars],
     frame: pd.DataFrame,
 ) -> list[str]:
@@ -96,6 +95,11 @@ def _warnings(
         warnings += [f"  {record}" for record in samples.bad_records[:_BAD_RECORDS_LISTED]]
         if len(samples.bad_records) > _BAD_RECORDS_LISTED:
             warnings.append(f"  ... and {len(samples.bad_records) - _BAD_RECORDS_LISTED} more")
+    for kind, records in (("Duplicate", samples.duplicates), ("Inconsistent", samples.inconsistent)):
+        shown = records[:_BAD_RECORDS_LISTED]
+        warnings += [f"{kind} (left out): {record}" for record in shown]
+        if len(records) > len(shown):
+            warnings.append(f"  ... and {len(records) - len(shown)} more {kind.lower()} record(s)")
     usable = usable_samples(frame)
     excluded = int((~usable).sum())
     if excluded:
@@ -113,8 +117,6 @@ def _warnings(
             warnings.append(f"Missing: {table.title}: {config} at {pages(count)} ({why})")
         for count, config, cell in table.few_sample_cells():
             warnings.append(f"Too few samples: {table.title}: {config} at {pages(count)}: n={cell.n}")
-    warnings += [f"Duplicate: {text}" for text in duplicates]
-    warnings += [f"Inconsistent: {text}" for text in find_inconsistencies(frame)]
     for sidecar in sidecars:
         warnings += [f"Unreadable sidecar: {problem}" for problem in sidecar.problems]
         samples_file = next(
@@ -271,7 +273,6 @@ def write_report(
     frame = samples.frame
     tables = build_tables(frame, statistic, rule, confidence)
     sidecars = sidecars_for(source.path for source in samples.sources)
-    duplicates = find_duplicates(frame)
     plot_dir = out_dir / "plots"
     plots = plot_throughput(tables, plot_dir, confidence)
 
@@ -287,7 +288,7 @@ def write_report(
         speedup_text = comparison_text_tables(speedup, speedup_tables, show_spread, True, True)
         plots += plot_speedup_heatmaps(speedup_tables, plot_dir)
 
-    warnings = _warnings(samples, tables, duplicates, sidecars, frame)
+    warnings = _warnings(samples, tables, sidecars, frame)
     summary_tables = [
         summary_text_table(table, rule, show_spread, "markdown", show_noise) for table in tables
     ]
