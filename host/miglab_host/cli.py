@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from miglab_host import __version__, kbuild, manifest, pack
+from miglab_host import __version__, kbuild, manifest, names, pack
 from miglab_host import facts as factsmod
 from miglab_host import plan as planmod
 from miglab_host import preflight as preflightmod
@@ -39,6 +39,27 @@ def cmd_facts(args: argparse.Namespace) -> int:
     json.dump(factsmod.gather(args.root), sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
     return 0
+
+
+def cmd_names(args: argparse.Namespace) -> int:
+    """Check KEY=VALUE pairs against the name patterns; every problem, each naming its key."""
+    errors = []
+    for pair, is_message_id in [(p, False) for p in args.names] + [
+        (p, True) for p in args.message_ids
+    ]:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise planmod.PlanError(pair, "expected KEY=VALUE")
+        what = key.rsplit(".", 1)[-1].replace("_", " ")
+        problem = (
+            names.message_id_problem(value) if is_message_id else names.name_problem(value, what)
+        )
+        if problem:
+            errors.append(f"{key}: {problem}")
+    print(json.dumps({"ok": not errors, "errors": errors}))
+    for error in errors:
+        print(f"miglab_host: {error}", file=sys.stderr)
+    return EXIT_CONFIG if errors else 0
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
@@ -243,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("facts", help="print this host's lab facts (miglab.labfacts/1 JSON)")
     s.add_argument("root", nargs="?", default="/", help="root of /sys and /proc (tests)")
     s.set_defaults(func=cmd_facts)
+
+    s = sub.add_parser("names", help="check names that become paths or arguments (KEY=VALUE)")
+    s.add_argument("names", nargs="*", metavar="KEY=VALUE", help="path-component names")
+    s.add_argument("--message-id", dest="message_ids", action="append", default=[],
+                   metavar="KEY=VALUE", help="a Message-ID")  # fmt: skip
+    s.set_defaults(func=cmd_names)
 
     s = sub.add_parser("manifest", help="write (on the host) or verify (at home) SHA256SUMS")
     s.add_argument("--run-dir", help="the run directory to write SHA256SUMS of")

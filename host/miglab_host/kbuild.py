@@ -274,14 +274,16 @@ def normalise_option(text: str) -> tuple[str, str]:
     return parsed
 
 
-def fragment_options(text: str) -> list[tuple[str, str]]:
-    """The option lines of a config fragment, in order (comments and blanks skipped)."""
+def fragment_options(text: str, name: str = "fragment") -> list[tuple[str, str, str]]:
+    """The option lines of a config fragment, in order (comments and blanks skipped), each
+    with where it stands (name:line)."""
     options = []
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if not stripped or (stripped.startswith("#") and not UNSET_LINE.match(stripped)):
             continue
-        options.append(normalise_option(stripped))
+        option, value = normalise_option(stripped)
+        options.append((option, value, f"{name}:{number}"))
     return options
 
 
@@ -310,6 +312,11 @@ def set_options(path: Path, options: Sequence[tuple[str, str]]) -> None:
             index[name] = len(lines)
             lines.append(text)
     path.write_text("\n".join(lines) + "\n")
+
+
+def option_is(config: dict[str, str], name: str, value: str) -> bool:
+    """Whether the config has the option as asked (n: not set, or absent)."""
+    return config.get(name, "n") == "n" if value == "n" else config.get(name) == value
 
 
 def missing_options(config: dict[str, str], required: Sequence[str]) -> list[str]:
@@ -417,9 +424,12 @@ def resolve_git_ref(store: Path, url: str, ref: str) -> str:
     if known.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", ref):
         return known.stdout.strip()
     log(f"fetching {ref} from {url}")
+    # `--`: the URL and the refspec are arguments, never options (an URL such as
+    # --upload-pack=<command> would otherwise run that command)
     fetched = git(
-        store, "fetch", "--quiet", "--depth=1", "--no-tags", url, f"+{ref}:{local_ref}", check=False
-    )
+        store, "fetch", "--quiet", "--depth=1", "--no-tags", "--", url, f"+{ref}:{local_ref}",
+        check=False,
+    )  # fmt: skip
     if fetched.returncode != 0:
         if known.returncode == 0:
             log(f"cannot fetch {ref} from {url}; using the known {known.stdout.strip()[:12]}")
@@ -442,7 +452,7 @@ def prepare_tree(source: dict[str, Any], identity: str, location: str, work_dir:
         if source.get("kind") == "git":
             commit = identity.rsplit("@", 1)[1]
             log(f"checking out {commit[:12]} from {location}")
-            git(scratch, "fetch", "--quiet", "--depth=1", "--no-tags", location, commit)
+            git(scratch, "fetch", "--quiet", "--depth=1", "--no-tags", "--", location, commit)
             git(scratch, "checkout", "--quiet", "--detach", commit)
         else:
             log(f"unpacking {location}")
@@ -601,11 +611,13 @@ def assemble_config(spec: Spec, tree: Path, obj: Path, log_file: Path) -> tuple[
         raise BuildError(f"config base kind {kind!r}: make, file or running")
     for target in spec.config.get("targets", []):
         run(make_command(spec, tree, obj, str(target)), log_file=log_file)
-    requested: list[tuple[str, str]] = []
+    requested: list[tuple[str, str, str]] = []
     for fragment in spec.config.get("fragments", []):
-        requested += fragment_options(str(fragment.get("text", "")))
-    for option in spec.config.get("options", []):
-        requested.append(normalise_option(str(option)))
+        requested += fragment_options(
+            str(fragment.get("text", "")), str(fragment.get("name", "fragment"))
+        )
+    for index, option in enumerate(spec.config.get("options", [])):
+        requested.append((*normalise_option(str(option)), f"options[{index}] ({option})"))
     forced = [("CONFIG_LOCALVERSION", '""'), ("CONFIG_LOCALVERSION_AUTO", "n")]
     current = read_config(config)
     notes = []
@@ -614,7 +626,7 @@ def assemble_config(spec: Spec, tree: Path, obj: Path, log_file: Path) -> tuple[
         if current.get(key, '""') != '""':
             forced.append((key, '""'))
             notes.append(f"{key} cleared (was {current[key]})")
-    set_options(config, [*requested, *forced])
+    set_options(config, [*((name, value) for name, value, _ in requested), *forced])
     run(make_command(spec, tree, obj, "olddefconfig"), log_file=log_file)
     final = read_config(config)
     problems = missing_options(final, spec.required)
@@ -623,13 +635,18 @@ def assemble_config(spec: Spec, tree: Path, obj: Path, log_file: Path) -> tuple[
             f"variant {spec.variant} ({spec.arch}): required kernel options missing after "
             f"olddefconfig: {'; '.join(problems)}"
         )
-    for name, value in requested:
-        if (value == "n" and final.get(name, "n") != "n") or (
-            value != "n" and final.get(name) != value
-        ):
-            notes.append(
-                f"{name}={value} requested but olddefconfig made it {final.get(name, 'absent')}"
-            )
+    # Every option asked for must have the value asked for: olddefconfig silently drops a
+    # symbol whose dependencies are not met, or one that does not exist.
+    changed = [
+        f"{where}: {name}={value} asked for, olddefconfig made it {final.get(name, 'absent')}"
+        for name, value, where in requested
+        if not option_is(final, name, value)
+    ]
+    if changed:
+        raise ConfigError(
+            f"variant {spec.variant} ({spec.arch}): kernel options not as asked after "
+            f"olddefconfig (unknown symbols, or their dependencies are not met): {'; '.join(changed)}"
+        )
     return config.read_text(), notes
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from miglab_host import PLAN_SCHEMA
 from miglab_host.knobs import load_profiles, parse_copy_config
+from miglab_host.names import PATH_NAME
 
 KEY_PREFIX = "sweep_"
 
@@ -31,8 +32,6 @@ KEY_PREFIX = "sweep_"
 # contains one is a typo or an attack, and it would end up in file names and argv.
 SHELL_METACHARACTERS = set(";&|$`<>(){}[]*?!~#^'\"\\ \t\r\n")
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 KIND_RE = re.compile(r"^(base|[1-9][0-9]*[KMG])$")
 STRESSOR_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 ORDERS = ("shuffle", "interleave", "sequential")
@@ -159,8 +158,9 @@ def _choice(v: Any, path: str, choices: tuple) -> Any:
     return v
 
 
-def _name(v: Any, path: str, regex: re.Pattern = NAME_RE) -> str:
-    if not isinstance(v, str) or not regex.match(v):
+def _name(v: Any, path: str) -> str:
+    """A name that may become a path component (names.PATH_NAME, the one pattern)."""
+    if not isinstance(v, str) or not PATH_NAME.match(v):
         raise PlanError(
             _key(path),
             f"must be a name of letters, digits, '.', '_', '-' "
@@ -365,7 +365,7 @@ def validate_definition(definition: Any) -> dict:
             _key("run_id"),
             "is required (it names the results directory; reuse it to resume a sweep)",
         )
-    _name(d["run_id"], "run_id", RUN_ID_RE)
+    _name(d["run_id"], "run_id")
     _name(d["name"], "name")
     _name(d["kernel_variant"], "kernel_variant")
     if d["kernel_build_hash"] is not None:

@@ -13,7 +13,6 @@ from types import ModuleType
 REPO = Path(__file__).resolve().parents[2]
 # The host package's directory: the build tool runs as `python3 -m miglab_host kbuild` there.
 HOST_DIR = REPO / "host"
-VARIANTS_MODULE = REPO / "roles" / "kernel_build" / "library" / "kernel_variants.py"
 FILTERS = REPO / "roles" / "kernel_build" / "filter_plugins" / "kernel_build.py"
 GRUB_MODULE = REPO / "roles" / "kernel_boot" / "library" / "kernel_grub.py"
 

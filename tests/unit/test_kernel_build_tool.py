@@ -114,7 +114,10 @@ def test_set_options_replaces_and_appends(tmp_path: Path) -> None:
 
 def test_fragment_lines_skip_comments() -> None:
     text = "# a comment\n\nCONFIG_NUMA=y\n# CONFIG_EFI is not set\n"
-    assert kb.fragment_options(text) == [("CONFIG_NUMA", "y"), ("CONFIG_EFI", "n")]
+    assert kb.fragment_options(text, "lab.config") == [
+        ("CONFIG_NUMA", "y", "lab.config:3"),
+        ("CONFIG_EFI", "n", "lab.config:4"),
+    ]
 
 
 # --- patches --------------------------------------------------------------------------------------
@@ -322,6 +325,33 @@ def test_missing_required_options_stop_the_build_and_are_named(tmp_path: Path) -
     assert "CONFIG_HZ_1000 (wanted y or m, absent" in answer["error"]
     assert "CONFIG_NUMA" not in answer["error"].split("olddefconfig:")[1]
     assert compiles(tmp_path) == 0
+
+
+def test_every_option_asked_for_must_survive_olddefconfig(tmp_path: Path) -> None:
+    """A fragment line olddefconfig drops (an unknown symbol, unmet dependencies) stops the
+    build naming the fragment and its line, not only the required options."""
+    tarball = make_source_tarball(tmp_path / "src")
+    data = spec(tmp_path, tarball)
+    data["config"]["fragments"] = [
+        {"name": "lab.config", "text": "CONFIG_EFI=y\nCONFIG_ARM64_64K_PAGES=y\n"}
+    ]
+    code, answer = run_tool(data)
+    assert code == 2 and answer["kind"] == "ConfigError", answer
+    assert (
+        "lab.config:2: CONFIG_ARM64_64K_PAGES=y asked for, olddefconfig made it absent"
+        in answer["error"]
+    )
+    assert compiles(tmp_path) == 0
+
+
+def test_a_git_url_that_looks_like_an_option_runs_nothing(tmp_path: Path) -> None:
+    """`git fetch -- URL`: an URL such as --upload-pack=<command> is a (missing) repository,
+    never an option, so the command does not run."""
+    marker = tmp_path / "ran"
+    source = {"kind": "git", "url": f"--upload-pack=touch {marker}", "ref": "main"}
+    with pytest.raises(kb.BuildError, match="cannot fetch"):
+        kb.source_identity(source, tmp_path / "work")
+    assert not marker.exists()
 
 
 def test_a_patch_error_comes_back_as_json(tmp_path: Path) -> None:

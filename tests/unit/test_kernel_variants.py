@@ -1,4 +1,4 @@
-"""Validation of kernel variants (roles/kernel_build/library/kernel_variants.py) and the
+"""Validation of kernel variants (miglab.lab.variants, behind library/kernel_variants.py) and the
 per-host build planning filters (roles/kernel_build/filter_plugins/kernel_build.py)."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import yaml
-from kernel_testlib import FILTERS, REPO, VARIANTS_MODULE, load
+from kernel_testlib import FILTERS, REPO, load
+from miglab.lab import variants as variants_module
 
-variants_module = load(VARIANTS_MODULE, "kernel_variants_module")
 filters = load(FILTERS, "kernel_build_filters")
 
 
@@ -21,6 +21,7 @@ def lab(tmp_path: Path) -> Path:
     (tmp_path / "patches" / "empty.patch").write_text("")
     (tmp_path / "patches" / "notes.txt").write_text("just words\n")
     (tmp_path / "lab.config").write_text("# comment\nCONFIG_NUMA=y\n# CONFIG_EFI is not set\n")
+    (tmp_path / "bad.config").write_text('CONFIG_CMDLINE="console=ttyS0"\nCONFIG_HZ=banana\n')
     return tmp_path
 
 
@@ -187,6 +188,40 @@ def test_a_good_variant_is_normalised(lab: Path) -> None:
         ),
         ([{"name": "a", "boot_timeout": 5}], "kernel_variants[0].boot_timeout"),
         ([{"name": "a", "patchs": []}], "kernel_variants[0]: unknown key(s) patchs"),
+        # Names are names, values are values: nothing escapes its place.
+        (
+            [
+                {
+                    "name": "a",
+                    "source": {"git": {"url": "--upload-pack=touch /tmp/x", "ref": "main"}},
+                }
+            ],
+            "kernel_variants[0].source.git.url: '--upload-pack=touch /tmp/x' is not a repository URL",
+        ),
+        (
+            [{"name": "a", "source": {"git": {"url": "https://x.org/r.git", "ref": "--help"}}}],
+            "kernel_variants[0].source.git.ref: '--help' is not a tag, branch or commit name",
+        ),
+        (
+            [{"name": "a", "patches": [{"message_id": "../../../../tmp/evil@x"}]}],
+            "kernel_variants[0].patches[0].message_id: '../../../../tmp/evil@x' is not a Message-ID",
+        ),
+        (
+            [{"name": "a", "patches": [{"message_id": "--help@x"}]}],
+            "kernel_variants[0].patches[0].message_id: '--help@x' is not a Message-ID",
+        ),
+        (
+            [{"name": "a", "config": {"options": ["CONFIG_NUMA=maybe"]}}],
+            "kernel_variants[0].config.options[0]: 'CONFIG_NUMA=maybe' is not a kernel option line",
+        ),
+        (
+            [{"name": "a", "config": {"options": ["CONFIG_HZ=banana"]}}],
+            "kernel_variants[0].config.options[0]: 'CONFIG_HZ=banana' is not a kernel option line",
+        ),
+        (
+            [{"name": "a", "config": {"fragments": ["bad.config"]}}],
+            "bad.config:2: 'CONFIG_HZ=banana' is not a kernel option line",
+        ),
     ],
 )
 def test_errors_name_the_offending_key(lab: Path, variants: Any, expected: str) -> None:
@@ -323,3 +358,19 @@ def test_build_failures_and_results_from_job_results() -> None:
     results = filters.kernel_build_results([request], [ok, bad], "buildbox", "/home")
     assert results["mt"]["packages"] == ["/home/ab/i.deb"]
     assert results["mt"]["workqueue"] == "unbound" and results["mt"]["packages_on"] == "controller"
+
+
+def test_which_host_gets_which_variant(lab: Path) -> None:
+    variants, errors = validate(
+        [
+            {"name": "vanilla"},
+            {"name": "canary", "hosts": ["epyc1"]},
+            {"name": "grace-only", "groups": ["grace"]},
+        ],
+        lab,
+    )
+    assert errors == []
+    by_host = variants_module.variants_by_host(
+        variants, {"grace1": ["all", "lab", "grace"], "epyc1": ["all", "lab", "x86"]}
+    )
+    assert by_host == {"grace1": ["vanilla", "grace-only"], "epyc1": ["vanilla", "canary"]}

@@ -20,6 +20,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from miglab.lab.ansible import PlaybookRun, run_playbook
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".venv" / "bin"
@@ -305,48 +306,43 @@ def memory_nodes() -> int:
     return sum(1 for n in sys_nodes().values() if n["memory_bytes"] > 0)
 
 
-TASK_HEADER = re.compile(r"^TASK \[(?:lab_host : )?(.+?)\] \*+$", re.MULTILINE)
-HOST_RESULT = re.compile(
-    r"^(ok|changed|skipping|fatal|failed): \[localhost\](?:: FAILED!)?(?: => (\{.*\}))?$",
-    re.MULTILINE,
-)
-
-
 class Run:
-    """One ansible-playbook run with the default callback, -v and JSON results (builtin only:
-    ansible-core 2.19 has no json stdout callback): each task's host result is one JSON line."""
+    """One ansible-playbook run through ansible-runner: its recap and per-task results from
+    the structured events (never from Ansible's text output)."""
 
-    def __init__(self, proc: subprocess.CompletedProcess) -> None:
-        self.returncode = proc.returncode
-        self.stdout = proc.stdout
-        self.output = (
-            f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
-        )
+    def __init__(self, run: PlaybookRun) -> None:
+        self.run = run
+        self.returncode = run.rc
+        self.output = run.report() + "\n" + run.stdout()[-6000:]
 
     def recap(self) -> dict[str, int]:
-        match = re.search(r"^localhost\s*:\s*(.*)$", self.stdout, re.MULTILINE)
-        assert match, f"no PLAY RECAP line:\n{self.output}"
-        return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(1))}
+        return self.run.host("localhost")
 
     def results(self) -> list[tuple[str, str, dict[str, Any]]]:
-        """(task name, status, result) per task, in order."""
+        """(task name without the role prefix, status, result) per task, in order."""
+        statuses = {
+            "runner_on_ok": "ok",
+            "runner_on_failed": "failed",
+            "runner_on_skipped": "skipping",
+            "runner_on_unreachable": "unreachable",
+        }
         found = []
-        headers = list(TASK_HEADER.finditer(self.stdout))
-        for header, following in zip(headers, [*headers[1:], None], strict=True):
-            chunk = self.stdout[header.end() : following.start() if following else None]
-            results = list(HOST_RESULT.finditer(chunk))
-            if results:
-                status, text = results[-1].group(1), results[-1].group(2)
-                found.append((header.group(1), status, json.loads(text) if text else {}))
+        for event in self.run.results():
+            status = statuses.get(event["event"])
+            if status is None:
+                continue  # loop items and retries: the task's own result follows
+            data = event["event_data"]
+            res = data.get("res") or {}
+            if status == "ok" and res.get("changed"):
+                status = "changed"
+            found.append((str(data.get("task")), status, res))
         return found
 
     def changed_tasks(self) -> list[str]:
         return [name for name, status, _ in self.results() if status == "changed"]
 
     def failed(self) -> list[tuple[str, dict[str, Any]]]:
-        return [
-            (name, res) for name, status, res in self.results() if status in ("fatal", "failed")
-        ]
+        return [(name, res) for name, status, res in self.results() if status == "failed"]
 
 
 @pytest.fixture(scope="module")
@@ -377,32 +373,15 @@ def ansible_playbook(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., 
     def run(extra_vars: dict[str, Any]) -> Run:
         varfile = inventory.parent / "extra-vars.json"
         varfile.write_text(json.dumps(extra_vars))
-        env = dict(
-            os.environ,
-            ANSIBLE_STDOUT_CALLBACK="ansible.builtin.default",
-            ANSIBLE_CALLBACK_RESULT_FORMAT="json",
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_FORCE_COLOR="0",
-            ANSIBLE_RETRY_FILES_ENABLED="0",
-        )
-        proc = subprocess.run(
-            [
-                str(BIN / "ansible-playbook"),
-                "-v",
-                "-i",
-                str(inventory),
-                "-e",
-                f"@{varfile}",
-                PLAYBOOK,
-            ],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
+        result = run_playbook(
+            Path(PLAYBOOK),
+            ["-e", f"@{varfile}"],
+            project_dir=REPO,
+            inventory=inventory,
+            env={"ANSIBLE_RETRY_FILES_ENABLED": "0"},
             timeout=600,
-            check=False,
         )
-        return Run(proc)
+        return Run(result)
 
     return run
 
@@ -565,7 +544,8 @@ def test_argument_specs_reject_bad_values(
     failed = run.failed()
     assert len(failed) == 1, run.output
     task, res = failed[0]
-    assert task.startswith("Validating arguments against arg spec 'main'"), run.output
+    # The first play checks every role's arguments, before any host is contacted.
+    assert task == "Stop with every problem found (no lab host was contacted)", run.output
     assert f"argument '{name}'" in res["msg"] and complaint in res["msg"], res["msg"]
     # Validation comes first: nothing was installed or written.
     assert not Path(extra["lab_host_fact_dir"]).exists()

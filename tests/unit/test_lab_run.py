@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from miglab.cli import main
+from miglab.lab.ansible import run_playbook
 from miglab.lab.progress import RunProgress
 from miglab.lab.run import STAGE_TAGS, RunOptions, run_lab
 from miglab.lab.view import LogView, host_line
 
 REPO = Path(__file__).resolve().parents[2]
+LOCKS = Path(os.environ.get("HOME", "/root")) / ".cache" / "miglab" / "locks"
 
 
 def test_an_unknown_stage_is_refused_by_the_command_line(
@@ -185,3 +189,64 @@ def test_the_sweep_progress_line_has_cells_and_eta() -> None:
     )
     line = host_line(progress.hosts["vnode1"])
     assert line == "vnode1: variant mt-unbound sweep 12/40 cells 1 failed ETA 3m10s"
+
+
+def test_a_second_run_of_the_same_lab_is_refused_naming_the_first(tmp_path: Path) -> None:
+    """Run A holds the lab's lock (check.yml, then a long play); run B on the same hosts, from
+    another copy of the inventory, is refused before it contacts any host, naming run A."""
+    listener = Listener()
+    try:
+        variants = [{"name": "vanilla"}]
+        first = lab_inventory(tmp_path / "a", listener.port, variants)
+        second = lab_inventory(tmp_path / "b", listener.port, variants)
+        long_run = tmp_path / "long-run.yml"
+        long_run.write_text(
+            yaml.safe_dump(
+                [
+                    {"ansible.builtin.import_playbook": str(REPO / "playbooks" / "check.yml")},
+                    {
+                        "name": "Stay a while",
+                        "hosts": "localhost",
+                        "gather_facts": False,
+                        "tasks": [{"name": "Wait", "ansible.builtin.wait_for": {"timeout": 25}}],
+                    },
+                ],
+                sort_keys=False,
+            )
+        )
+        results: list[Any] = []
+        thread = threading.Thread(
+            target=lambda: results.append(
+                run_playbook(
+                    long_run,
+                    ["-e", "sweep_run_id=run-a"],
+                    project_dir=REPO,
+                    inventory=first,
+                    timeout=120,
+                )
+            )
+        )
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not any("run-a" in p.read_text() for p in LOCKS.glob("*.lock") if p.is_file()):
+            assert time.monotonic() < deadline and thread.is_alive(), "run A never took the lock"
+            time.sleep(0.5)
+        refused = run_lab(
+            RunOptions(REPO, stage="summary", inventory=second, extra_vars=["sweep_run_id=run-b"]),
+            LogView(io.StringIO()),
+            results_root=tmp_path / "results",
+        )
+        thread.join(120)
+        after = run_lab(
+            RunOptions(REPO, stage="summary", inventory=second, extra_vars=["sweep_run_id=run-b"]),
+            LogView(io.StringIO()),
+            results_root=tmp_path / "results",
+        )
+    finally:
+        listener.close()
+    assert refused.exit_code == 2
+    (message,) = refused.check_errors
+    assert message.startswith("another run holds the lab: run run-a, ansible-playbook pid ")
+    assert results and results[0].rc == 0, results[0].report() if results else "no run A"
+    assert after.exit_code == 0, after.check_errors  # the lock went with run A
+    assert listener.connections == 0

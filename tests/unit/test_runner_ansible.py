@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import miglab_runner_testlib  # noqa: F401 (puts the runner on sys.path: import it first)
 import pytest
 import yaml
+from miglab.lab.ansible import PlaybookRun, run_playbook
 from miglab_runner_testlib import REPO, fake_host_tree, read_jsonl, validator
 
 PLAYBOOK = str(REPO / ".venv" / "bin" / "ansible-playbook")
@@ -76,24 +76,26 @@ def inventory(tmp_path: Path, **over) -> Path:
     return path
 
 
-def playbook(inv: Path, name: str, *extra: str) -> subprocess.CompletedProcess:
-    env = dict(
-        os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", PYTHONDONTWRITEBYTECODE="1"
-    )
-    return subprocess.run(
-        [PLAYBOOK, "-i", str(inv), str(REPO / "playbooks" / name), *extra],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
+def playbook(inv: Path, name: str, *extra: str, path: Path | None = None) -> PlaybookRun:
+    """A playbook through ansible-runner (events and recap, never Ansible's text)."""
+    return run_playbook(
+        path or Path("playbooks") / name,
+        extra,
+        project_dir=REPO,
+        inventory=inv,
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
         timeout=900,
-        check=False,
     )
 
 
-def recap(out: str) -> dict:
-    line = [x for x in out.splitlines() if x.startswith("local1 ")][-1]
-    return {k: int(v) for k, v in (f.split("=") for f in line.split(":", 1)[1].split())}
+def said(run: PlaybookRun) -> str:
+    """What the run's debug tasks and failures said, one line each."""
+    lines = [
+        str(e["event_data"]["res"]["msg"])
+        for e in run.results()
+        if "msg" in e["event_data"].get("res", {})
+    ]
+    return "\n".join(lines + run.failures())
 
 
 @pytest.mark.parametrize(
@@ -109,16 +111,16 @@ def test_invalid_definition_stops_before_any_host_is_touched(tmp_path, extra, me
     inv = inventory(tmp_path)
     r = playbook(inv, "sweep.yml", "-e", extra)
     assert r.returncode != 0
-    assert message in r.stdout + r.stderr
+    assert message in said(r), r.report()
     assert not (tmp_path / "host").exists()  # nothing was built, shipped or started
 
 
 def test_sweep_resume_and_collect(tmp_path):
     inv = inventory(tmp_path)
     r = playbook(inv, "sweep.yml")
-    assert r.returncode == 0, r.stdout[-3000:]
-    assert "local1: 2/2 cells done" in r.stdout
-    assert "local1: finished, 2/2 cells complete" in r.stdout
+    assert r.returncode == 0, r.report()
+    assert "local1: 2/2 cells done" in said(r)
+    assert "local1: finished, 2/2 cells complete" in said(r)
     run_dir = tmp_path / "host" / "results" / "ansible-unit"
     recs = read_jsonl(run_dir / "samples.jsonl")
     assert len(recs) == 2 * 3
@@ -127,11 +129,11 @@ def test_sweep_resume_and_collect(tmp_path):
 
     r = playbook(inv, "sweep.yml")  # complete: nothing to do, nothing changed
     assert r.returncode == 0
-    assert recap(r.stdout)["changed"] == 0
-    assert "are complete" in r.stdout
+    assert r.host("local1")["changed"] == 0, r.changed_tasks()
+    assert "are complete" in said(r)
 
     r = playbook(inv, "collect.yml")
-    assert r.returncode == 0, r.stdout[-3000:]
+    assert r.returncode == 0, r.report()
     home = tmp_path / "home" / "ansible-unit" / "local1"
     assert (home / "SHA256SUMS").exists()
     assert (home / "variants/vanilla/host.json").exists()
@@ -142,7 +144,7 @@ def test_sweep_resume_and_collect(tmp_path):
     build = json.loads((tmp_path / "host/migbench/build.json").read_text())
     assert build["source_sha256"] == recs[0]["migbench_sha256"]
     r = playbook(inv, "collect.yml")
-    assert r.returncode == 0 and recap(r.stdout)["changed"] == 0
+    assert r.returncode == 0 and r.host("local1")["changed"] == 0, r.changed_tasks()
 
 
 def test_polling_survives_then_gives_up_on_an_unreachable_host(tmp_path):
@@ -198,17 +200,8 @@ def test_polling_survives_then_gives_up_on_an_unreachable_host(tmp_path):
         }
     ]
     (tmp_path / "poll.yml").write_text(yaml.safe_dump(play, sort_keys=False))
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", PYTHONDONTWRITEBYTECODE="1")
-    r = subprocess.run(
-        [PLAYBOOK, "-i", str(tmp_path / "hosts.yml"), str(tmp_path / "poll.yml")],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-    assert "Lost contact with ghost for 3 polls" in r.stdout, r.stdout[-3000:]
-    assert r.stdout.count("fatal: [ghost]: UNREACHABLE!") == 3
-    lines = {x.split()[0]: x for x in r.stdout.splitlines() if " : ok=" in x}
-    assert "failed=0" in lines["local1"] and "failed=1" in lines["ghost"]
+    r = playbook(tmp_path / "hosts.yml", "poll", path=tmp_path / "poll.yml")
+    assert "Lost contact with ghost for 3 polls" in said(r), r.report()
+    unreachable = [e for e in r.events if e["event"] == "runner_on_unreachable"]
+    assert [e["event_data"]["host"] for e in unreachable] == ["ghost"] * 3
+    assert r.host("local1")["failed"] == 0 and r.host("ghost")["failed"] == 1

@@ -82,7 +82,7 @@ class PlaybookRun:
             if not str(event.get("event", "")).startswith("runner_"):
                 continue
             data = event.get("event_data") or {}
-            if "res" not in data:
+            if "res" not in data and event.get("event") != "runner_on_skipped":
                 continue
             if task is not None and data.get("task") != task:
                 continue

@@ -170,7 +170,8 @@ class RunProgress:
         if data.get("play") == CHECK_PLAY and kind in FAILED_EVENTS:
             errors = res.get("errors")
             if not (isinstance(errors, list) and errors):
-                errors = [str(res.get("msg") or res.get("stderr") or "failed").strip()]
+                text = str(res.get("msg") or res.get("stderr") or "failed").strip()
+                errors = text.splitlines()  # the check's verdict: one problem a line
             for message in map(str, errors):
                 if message not in self.check_errors:
                     self.check_errors.append(message)

@@ -7,23 +7,10 @@ import json
 import os
 from typing import Any
 
+from miglab.lab.variants import variant_applies
 from miglab_host.facts import kernel_arch
 
 PACKAGE_FORMATS = {"Debian": "deb", "RedHat": "rpm"}
-
-
-def variant_applies(variant: dict[str, Any], host: str, group_names: list[str]) -> bool:
-    """Whether a (validated) variant is for this host: its `hosts` and `groups` say."""
-    if variant.get("groups") and not set(variant["groups"]) & set(group_names):
-        return False
-    return not (variant.get("hosts") and host not in variant["hosts"])
-
-
-def kernel_variants_for_host(
-    variants: list[dict[str, Any]], host: str, group_names: list[str]
-) -> list[str]:
-    """Names of the variants this host gets, in the inventory's order."""
-    return [v["name"] for v in variants if variant_applies(v, host, group_names)]
 
 
 def staged_patch_path(work_dir: str, variant: str, index: int, name: str) -> str:
@@ -205,7 +192,6 @@ class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "kernel_arch": kernel_arch,
-            "kernel_variants_for_host": kernel_variants_for_host,
             "kernel_build_requests": kernel_build_requests,
             "kernel_build_unique": kernel_build_unique,
             "kernel_build_failures": kernel_build_failures,

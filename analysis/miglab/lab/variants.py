@@ -1,30 +1,13 @@
-#!/usr/bin/python
-"""Validate and normalise the inventory's kernel variants on the controller."""
+"""Kernel variant records (the inventory's kernel_variants): validation, normalisation and
+which hosts get which variant. The one description of a variant: how to build it (source,
+patches, config) and what the sweep measures on it (its knob profile, workqueue label, copy
+configurations and knob parameters, checked by the sweep planner's own code).
+
+Runs on the controller: the kernel_variants module (library/) and the kernel_build role's
+filters call it. Every error names the inventory key, e.g. kernel_variants[2].patches[0].
+"""
 
 from __future__ import annotations
-
-DOCUMENTATION = r"""
-module: kernel_variants
-short_description: Validate and normalise kernel variants (runs on the controller)
-description:
-  - Checks every entry of kernel_variants (merged over kernel_variant_defaults) before any
-    host is touched, and names the offending key, e.g. kernel_variants[2].patches[0].
-  - Resolves relative patch, mbox, fragment and base-config paths against base_dir, checks
-    that those files exist, reads the fragments, and returns the normalised variants.
-  - The sweep's keys of a record (knob_profile, workqueue, copy_configs, knob_params) are
-    checked by the sweep planner's own code (miglab_host.plan, the knob profiles of
-    profiles.json), so a copy configuration the profile cannot do is refused here already.
-  - Changes nothing. Runs with the controller's Python (miglab_host installed).
-options:
-  variants: {description: The kernel_variants list., type: list, elements: raw, required: true}
-  defaults: {description: kernel_variant_defaults, merged under every variant., type: dict, default: {}}
-  base_dir: {description: Directory relative paths are resolved against (the inventory's)., type: path, required: true}
-  select: {description: Only these variant names (empty = all)., type: list, elements: str, default: []}
-  groups: {description: The inventory's group names (group_options keys must be among them)., type: list,
-           elements: str, default: []}
-  hosts: {description: The inventory's host names (a variant's hosts must be among them)., type: list,
-          elements: str, default: []}
-"""
 
 import copy
 import hashlib
@@ -32,13 +15,19 @@ import os
 import re
 from typing import Any
 
+from miglab_host.names import message_id_problem, name_problem
 from miglab_host.plan import variant_sweep_problems
 
+# A variant's name goes into the kernel release (-<name>-<hash8>): stricter than a path name.
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
-OPTION = re.compile(r"^(CONFIG_)?[A-Za-z0-9_]+(=.*)?$")
+# A kernel option line with a value in Kconfig's syntax: y, m, n, a decimal or hex number,
+# or a double-quoted string; `CONFIG_X` alone means y. `# CONFIG_X is not set` unsets it.
+OPTION = re.compile(r'^(CONFIG_)?[A-Za-z0-9_]+(=(y|m|n|-?[0-9]+|0x[0-9A-Fa-f]+|"([^"\\]|\\.)*"))?$')
 UNSET = re.compile(r"^# CONFIG_[A-Za-z0-9_]+ is not set$")
-MESSAGE_ID = re.compile(r"^<?[^<>\s@]+@[^<>\s@]+>?$")
 MAKE_TARGET = re.compile(r"^[A-Za-z0-9_.+-]+$")
+# What git may fetch from: a URL of these schemes or an absolute path (never an option).
+GIT_URL = re.compile(r"^(https?|git|ssh|file)://[^\s]+$|^/[^\s]*$|^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")
+GIT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]{0,199}$")
 VARIANT_KEYS = {
     "name",
     "description",
@@ -99,7 +88,11 @@ def option_list(value: Any, key: str, problems: Problems) -> list[str]:
     for index, item in enumerate(value):
         text = str(item).strip()
         if not (OPTION.match(text) or UNSET.match(text)):
-            problems.add(f"{key}[{index}]", f"{text!r} is not a kernel option (CONFIG_NAME=value)")
+            problems.add(
+                f"{key}[{index}]",
+                f"{text!r} is not a kernel option line (CONFIG_NAME=y|m|n, a number, a quoted "
+                "string, or '# CONFIG_NAME is not set')",
+            )
             continue
         options.append(text)
     return options
@@ -138,7 +131,16 @@ def check_source(source: Any, key: str, problems: Problems) -> dict[str, Any]:
     extra = sorted(set(value) - {"url", "ref"})
     if extra:
         problems.add(f"{key}.git", f"unknown key(s) {', '.join(extra)} (url, ref)")
-    return {"kind": "git", "url": str(value["url"]), "ref": str(value["ref"])}
+    url, ref = str(value["url"]), str(value["ref"])
+    if not GIT_URL.match(url):
+        problems.add(
+            f"{key}.git.url",
+            f"{url!r} is not a repository URL (https://, git://, ssh://, file://, user@host:path "
+            "or an absolute path)",
+        )
+    if not GIT_REF.match(ref) or ".." in ref:
+        problems.add(f"{key}.git.ref", f"{ref!r} is not a tag, branch or commit name")
+    return {"kind": "git", "url": url, "ref": ref}
 
 
 def check_patches(
@@ -171,8 +173,9 @@ def check_patches(
         kind = kinds[0]
         value = str(patch[kind]).strip()
         if kind == "message_id":
-            if not MESSAGE_ID.match(value):
-                problems.add(f"{here}.message_id", f"{value!r} is not a Message-ID (local@domain)")
+            problem = message_id_problem(value)
+            if problem:
+                problems.add(f"{here}.message_id", problem)
                 continue
             message_id = value.strip("<>")
             result.append(
@@ -184,6 +187,11 @@ def check_patches(
             )
             continue
         path = resolve(base_dir, value)
+        # its file name becomes the staged patch's name on the build host
+        problem = name_problem(os.path.basename(path), "patch file name")
+        if problem:
+            problems.add(f"{here}.{kind}", problem)
+            continue
         if not os.path.isfile(path):
             problems.add(f"{here}.{kind}", f"{path} does not exist on the controller")
             continue
@@ -265,7 +273,8 @@ def check_config(config: Any, key: str, base_dir: str, problems: Problems) -> di
             if stripped and not stripped.startswith("#") and not OPTION.match(stripped):
                 problems.add(
                     f"{key}.fragments[{index}]",
-                    f"{path}:{number}: {stripped!r} is not an option line",
+                    f"{path}:{number}: {stripped!r} is not a kernel option line "
+                    "(CONFIG_NAME=y|m|n, a number or a quoted string)",
                 )
         fragments.append({"name": os.path.basename(path), "path": path, "text": text})
     options = option_list(config.get("options"), f"{key}.options", problems)
@@ -380,35 +389,18 @@ def validate_variants(
     return normalised, problems.errors
 
 
-def main() -> None:
-    from ansible.module_utils.basic import AnsibleModule
-    from ansible.module_utils.miglab_controller import lab_errors
-
-    module = AnsibleModule(
-        argument_spec={
-            "variants": {"type": "list", "elements": "raw", "required": True},
-            "defaults": {"type": "dict", "default": {}},
-            "base_dir": {"type": "path", "required": True},
-            "select": {"type": "list", "elements": "str", "default": []},
-            "groups": {"type": "list", "elements": "str", "default": []},
-            "hosts": {"type": "list", "elements": "str", "default": []},
-        },
-        supports_check_mode=True,
-    )
-    params = module.params
-    with lab_errors(module):
-        variants, errors = validate_variants(
-            params["variants"],
-            params["defaults"],
-            params["base_dir"],
-            params["select"],
-            params["groups"],
-            params["hosts"],
-        )
-    if errors:
-        module.fail_json(msg="invalid kernel variants: " + "; ".join(errors), errors=errors)
-    module.exit_json(changed=False, variants=variants, names=[v["name"] for v in variants])
+def variant_applies(variant: dict[str, Any], host: str, group_names: list[str]) -> bool:
+    """Whether a (validated) variant is for this host: its `hosts` and `groups` say."""
+    if variant.get("groups") and not set(variant["groups"]) & set(group_names):
+        return False
+    return not (variant.get("hosts") and host not in variant["hosts"])
 
 
-if __name__ == "__main__":
-    main()
+def variants_by_host(
+    variants: list[dict[str, Any]], host_groups: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    """host -> the names of the variants it gets, in the inventory's order."""
+    return {
+        host: [v["name"] for v in variants if variant_applies(v, host, groups)]
+        for host, groups in host_groups.items()
+    }
