@@ -414,6 +414,7 @@ def written_facts(single_node_run: dict[str, Any]) -> dict[str, Any]:
     return json.loads(Path(single_node_run["vars"]["lab_host_facts_path"]).read_text())
 
 
+@pytest.mark.vlab  # real ansible-playbook runs: the slow suite
 def test_role_writes_facts_matching_sys(single_node_run: dict[str, Any]) -> None:
     facts = written_facts(single_node_run)
     validate_labfacts(facts)
@@ -431,6 +432,7 @@ def test_role_writes_facts_matching_sys(single_node_run: dict[str, Any]) -> None
     assert facts["memory_bytes"] == sum(n["memory_bytes"] for n in facts["numa_nodes"])
 
 
+@pytest.mark.vlab  # real ansible-playbook runs: the slow suite
 def test_role_facts_match_the_running_system(single_node_run: dict[str, Any]) -> None:
     facts = written_facts(single_node_run)
 
@@ -458,6 +460,7 @@ def test_role_facts_match_the_running_system(single_node_run: dict[str, Any]) ->
         assert facts["cpu_model"] == model.group(1).strip()
 
 
+@pytest.mark.vlab  # real ansible-playbook runs: the slow suite
 def test_role_publishes_the_same_facts_and_installs_the_custom_fact(
     single_node_run: dict[str, Any],
 ) -> None:
@@ -482,6 +485,7 @@ def test_role_publishes_the_same_facts_and_installs_the_custom_fact(
     assert "Install the packages the lab needs" in skipped
 
 
+@pytest.mark.vlab  # real ansible-playbook runs: the slow suite
 def test_role_second_run_changes_nothing(
     single_node_run: dict[str, Any], ansible_playbook: Callable[..., Run]
 ) -> None:
@@ -503,6 +507,7 @@ def test_role_second_run_changes_nothing(
         assert again.changed_tasks() == ["Write the lab facts file"], again.output
 
 
+@pytest.mark.vlab  # real ansible-playbook runs: the slow suite
 def test_role_fails_clearly_with_too_few_numa_nodes(
     ansible_playbook: Callable[..., Run], tmp_path: Path
 ) -> None:
@@ -526,6 +531,7 @@ def test_role_fails_clearly_with_too_few_numa_nodes(
     validate_labfacts(json.loads(Path(extra["lab_host_facts_path"]).read_text()))
 
 
+@pytest.mark.vlab  # real ansible-playbook runs: the slow suite
 @pytest.mark.parametrize(
     ("name", "value", "complaint"),
     [

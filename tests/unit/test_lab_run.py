@@ -125,6 +125,7 @@ def lab_inventory(tmp_path: Path, port: int, variants: list[dict[str, Any]]) -> 
     return inventory / "hosts.yml"
 
 
+@pytest.mark.vlab  # real ansible-playbook runs: the slow suite
 @pytest.mark.parametrize(
     "variants, errors",
     [
@@ -191,6 +192,7 @@ def test_the_sweep_progress_line_has_cells_and_eta() -> None:
     assert line == "vnode1: variant mt-unbound sweep 12/40 cells 1 failed ETA 3m10s"
 
 
+@pytest.mark.vlab  # real ansible-playbook runs: the slow suite
 def test_a_second_run_of_the_same_lab_is_refused_naming_the_first(tmp_path: Path) -> None:
     """Run A holds the lab's lock (check.yml, then a long play); run B on the same hosts, from
     another copy of the inventory, is refused before it contacts any host, naming run A."""
@@ -208,7 +210,7 @@ def test_a_second_run_of_the_same_lab_is_refused_naming_the_first(tmp_path: Path
                         "name": "Stay a while",
                         "hosts": "localhost",
                         "gather_facts": False,
-                        "tasks": [{"name": "Wait", "ansible.builtin.wait_for": {"timeout": 25}}],
+                        "tasks": [{"name": "Wait", "ansible.builtin.wait_for": {"timeout": 10}}],
                     },
                 ],
                 sort_keys=False,

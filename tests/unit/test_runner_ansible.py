@@ -22,9 +22,11 @@ from miglab_runner_testlib import REPO, fake_host_tree, read_jsonl, validator
 PLAYBOOK = str(REPO / ".venv" / "bin" / "ansible-playbook")
 PYTHON3 = "/usr/bin/python3"
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(PLAYBOOK), reason="no .venv/bin/ansible-playbook"
-)
+# Real ansible-playbook runs: the slow suite (marker vlab), not the quick one.
+pytestmark = [
+    pytest.mark.vlab,
+    pytest.mark.skipif(not os.path.exists(PLAYBOOK), reason="no .venv/bin/ansible-playbook"),
+]
 
 
 def inventory(tmp_path: Path, **over) -> Path:

@@ -349,9 +349,11 @@ def wait_for_ssh_banner(port: int, timeout: float, host: str = "127.0.0.1") -> f
     start_time = time.monotonic()
     deadline = start_time + timeout
     while time.monotonic() < deadline:
+        # never wait past the deadline for an accepted connection that stays silent
+        left = max(0.1, deadline - time.monotonic())
         try:
-            with socket.create_connection((host, port), timeout=3) as connection:
-                connection.settimeout(5)
+            with socket.create_connection((host, port), timeout=min(3, left)) as connection:
+                connection.settimeout(min(5, left))
                 if connection.recv(64).startswith(b"SSH-"):
                     return time.monotonic() - start_time
         except OSError:
