@@ -152,7 +152,7 @@ def job_finished(results_file: str | None) -> bool | None:
 def plan_status(rundir: RunDir, plan_path: str) -> dict:
     """How much of one plan (one variant's cells) the run's journal has done; a variant
     whose plan is complete needs neither a boot nor a runner."""
-    plan = read_json(plan_path)
+    plan = _read_json_arg(plan_path) if plan_path == "-" else read_json(plan_path)
     if not isinstance(plan, dict) or not isinstance(plan.get("cells"), list):
         raise planmod.PlanError("--plan", f"{plan_path} is not a plan")
     states = rundir.cell_states() if os.path.isdir(rundir.path) else {}

@@ -207,3 +207,19 @@ def test_polling_survives_then_gives_up_on_an_unreachable_host(tmp_path):
     unreachable = [e for e in r.events if e["event"] == "runner_on_unreachable"]
     assert [e["event_data"]["host"] for e in unreachable] == ["ghost"] * 3
     assert r.host("local1")["failed"] == 0 and r.host("ghost")["failed"] == 1
+
+
+def test_check_mode_works_and_changes_nothing(tmp_path):
+    """`--check` on sweep.yml and collect.yml: the plan is made, nothing runs or lands on the
+    host (no runner, no results, no package) and nothing comes home."""
+    inv = inventory(tmp_path)
+    for name in ("sweep.yml", "collect.yml"):
+        r = playbook(inv, name, "--check")
+        if name == "collect.yml":
+            # no run on the host yet: collect says so, even in check mode
+            assert r.rc != 0 and "has no run ansible-unit" in said(r), r.report()
+            continue
+        assert r.rc == 0, r.report()
+        assert "check mode; would run the 2 cells of run ansible-unit" in said(r)
+    assert not (tmp_path / "host").exists()
+    assert not (tmp_path / "home").exists()
