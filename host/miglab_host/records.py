@@ -40,6 +40,7 @@ FROM_MIGBENCH = (
     "warmup_moves",
     "base_page_size",
     "loopback",
+    "fresh_buffer",
     "timestamp",
     "backing_detail",
 )

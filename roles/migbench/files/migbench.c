@@ -8,6 +8,12 @@
  * recorded samples (each direction is a sample). Only the move_pages() call is inside the
  * CLOCK_MONOTONIC window; everything that verifies or measures is outside it.
  *
+ * PTE-mapped large folios (mTHP: larger than a base page, smaller than the PMD size) are
+ * allocated afresh before every move and always move from --src to --dst: migrating such a
+ * folio unmaps it one PTE at a time, which leaves it marked partially mapped, and the next
+ * migration splits it (6.12, with or without any patch), so a second move of the same
+ * buffer would measure base pages. The pattern of each buffer is checked before it is freed.
+ *
  * Verified, never assumed:
  *   - before every move: every folio has the requested size (pagemap PFN + kpageflags:
  *     head with KPF_THP, exactly size/page_size - 1 contiguous tails, next PFN not a tail;
@@ -43,7 +49,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MIGBENCH_VERSION "1.1"
+#define MIGBENCH_VERSION "1.2"
 #ifndef MIGBENCH_SOURCE_SHA256
 #define MIGBENCH_SOURCE_SHA256 "unknown"
 #endif
@@ -119,6 +125,7 @@ struct ctx {
 	uint64_t *pagemap_buf;
 	uint64_t *kflags_buf;
 	int pagemap_fd, kpageflags_fd, stat_fd, vmstat_fd, schedstat_fd;
+	bool fresh;              /* mTHP: a new buffer for every move (see the top of the file) */
 	long clk_tck;
 	char arch[65];
 };
@@ -738,7 +745,6 @@ static void setup(struct ctx *c)
 	int n = nodes_with_memory(nodes);
 	char mode[32];
 	struct utsname u;
-	unsigned long mask[MAX_NODES / (8 * sizeof(unsigned long))] = {0};
 
 	/* host checks first: the one-node refusal must not depend on anything else */
 	if (!c->opt.loopback)
@@ -787,10 +793,25 @@ static void setup(struct ctx *c)
 	if (c->stat_fd < 0 || c->vmstat_fd < 0)
 		die(EXIT_SYSTEM, "cannot open /proc/stat or /proc/vmstat: %s", strerror(errno));
 
-	/* aligned buffer: map size + alignment, trim both ends */
+	c->folio_addrs = xcalloc((size_t)c->opt.count, sizeof(void *));
+	c->target_nodes = xcalloc((size_t)c->opt.count, sizeof(int));
+	c->status = xcalloc((size_t)c->opt.count, sizeof(int));
+	c->page_addrs = xcalloc((size_t)c->n_pages, sizeof(void *));
+	c->page_status = xcalloc((size_t)c->n_pages, sizeof(int));
+	c->pagemap_buf = xcalloc((size_t)c->n_pages, sizeof(uint64_t));
+	c->kflags_buf = xcalloc((size_t)c->pages_per_folio + 1, sizeof(uint64_t));
+	c->fresh = c->pages_per_folio > 1 && c->folio_size != pmd_size();
+}
+
+/* The folios: an aligned buffer bound to the source node, THP/mTHP asked for or refused. */
+static void map_buffer(struct ctx *c)
+{
+	unsigned long mask[MAX_NODES / (8 * sizeof(unsigned long))] = {0};
+	/* map size + alignment, trim both ends */
 	size_t len = (size_t)c->opt.count * c->folio_size;
 	size_t map_len = len + c->folio_size;
 	char *raw = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
 	if (raw == MAP_FAILED)
 		die(EXIT_SYSTEM, "mmap of %zu bytes failed: %s", map_len, strerror(errno));
 	uintptr_t start = ((uintptr_t)raw + c->folio_size - 1) & ~(uintptr_t)(c->folio_size - 1);
@@ -806,18 +827,16 @@ static void setup(struct ctx *c)
 	if (madvise(c->buf, len, c->pages_per_folio > 1 ? MADV_HUGEPAGE : MADV_NOHUGEPAGE) != 0)
 		die(EXIT_HOST, "madvise(%s) failed: %s", c->pages_per_folio > 1 ? "MADV_HUGEPAGE" :
 		    "MADV_NOHUGEPAGE", strerror(errno));
-
-	c->folio_addrs = xcalloc((size_t)c->opt.count, sizeof(void *));
-	c->target_nodes = xcalloc((size_t)c->opt.count, sizeof(int));
-	c->status = xcalloc((size_t)c->opt.count, sizeof(int));
-	c->page_addrs = xcalloc((size_t)c->n_pages, sizeof(void *));
-	c->page_status = xcalloc((size_t)c->n_pages, sizeof(int));
-	c->pagemap_buf = xcalloc((size_t)c->n_pages, sizeof(uint64_t));
-	c->kflags_buf = xcalloc((size_t)c->pages_per_folio + 1, sizeof(uint64_t));
 	for (long f = 0; f < c->opt.count; f++)
 		c->folio_addrs[f] = c->buf + (size_t)f * c->folio_size;
 	for (long p = 0; p < c->n_pages; p++)
 		c->page_addrs[p] = c->buf + (size_t)p * (size_t)c->page_size;
+}
+
+static void unmap_buffer(struct ctx *c)
+{
+	munmap(c->buf, (size_t)c->opt.count * c->folio_size);
+	c->buf = NULL;
 }
 
 int main(int argc, char **argv)
@@ -837,8 +856,10 @@ int main(int argc, char **argv)
 
 	t_alloc = now_ns(CLOCK_MONOTONIC);
 	setup(&c);
+	map_buffer(&c);
 	write_pattern(&c);
 	t_populated = now_ns(CLOCK_MONOTONIC);
+	long bad_pages = 0, checked_pages = 0;
 
 	int cur_src = c.opt.src, cur_dst = c.opt.dst;
 	long not_on_src = folios_not_on(&c, cur_src);
@@ -915,9 +936,10 @@ int main(int argc, char **argv)
 			print_delta("pgmigrate_mt_works", vm0.mt_works, vm1.mt_works);
 			print_delta("pgmigrate_mt_fallbacks", vm0.mt_fallbacks, vm1.mt_fallbacks);
 			printf(",\"move_pages_ret\":%ld,\"status_errors\":%ld,\"warmup_moves\":%ld,"
-			       "\"base_page_size\":%ld,\"loopback\":%s,\"timestamp\":\"%s\"",
+			       "\"base_page_size\":%ld,\"loopback\":%s,\"fresh_buffer\":%s,"
+			       "\"timestamp\":\"%s\"",
 			       ret, status_errors, c.opt.warmup, c.page_size,
-			       c.opt.loopback ? "true" : "false", ts);
+			       c.opt.loopback ? "true" : "false", c.fresh ? "true" : "false", ts);
 			if (!b.ok)
 				printf(",\"backing_detail\":\"%s\"", b.detail);
 			printf("}\n");
@@ -938,6 +960,17 @@ int main(int argc, char **argv)
 			exit_code = EXIT_VERIFY;
 			break;
 		}
+		if (c.fresh) {
+			if (m + 1 < moves) {
+				/* this buffer is done: check it, then fault in a new one on --src */
+				bad_pages += check_pattern(&c);
+				checked_pages += c.n_pages;
+				unmap_buffer(&c);
+				map_buffer(&c);
+				write_pattern(&c);
+			}
+			continue;
+		}
 		cur_src = cur_dst;
 		cur_dst = cur_dst == c.opt.dst ? c.opt.src : c.opt.dst;
 	}
@@ -952,13 +985,14 @@ int main(int argc, char **argv)
 		}
 	}
 	uint64_t t_check = now_ns(CLOCK_MONOTONIC);
-	long bad_pages = check_pattern(&c);
+	bad_pages += check_pattern(&c);
+	checked_pages += c.n_pages;
 	uint64_t t_end = now_ns(CLOCK_MONOTONIC);
 	if (bad_pages) {
 		char msg[128];
 
 		snprintf(msg, sizeof(msg), "pattern check failed in %ld of %ld base pages", bad_pages,
-			 c.n_pages);
+			 checked_pages);
 		fprintf(stderr, "%s: %s\n", prog, msg);
 		json_error("pattern", msg);
 		exit_code = EXIT_VERIFY;
