@@ -5,6 +5,9 @@ cold boot); QMP quit, a poweroff from inside, and the power switch end it for go
 from __future__ import annotations
 
 import contextlib
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -107,3 +110,26 @@ def test_a_qemu_that_cannot_start_is_an_error_with_its_message(paths: GuestPaths
     with pytest.raises(MiglabError, match=r"(?s)qemu did not start.*no-such-option"):
         guests.launch([*qemu_argv(paths), "-no-such-option"], paths)
     assert guests.power_supply_pid(paths) is None
+
+
+def test_the_switch_kills_a_qemu_that_ignores_sigterm(tmp_path: Path) -> None:
+    """A SIGTERM that reaches qemu while it is still starting can be lost (seen: a qemu
+    waiting for its event socket said "terminating on signal 15" and lived on). The power
+    switch then kills it after its grace period instead of waiting forever."""
+    events = tmp_path / "events.sock"
+    pidfile = tmp_path / "power.pid"
+    deaf = [sys.executable, "-c", "import signal, time\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(600)"]  # fmt: skip
+    supply = subprocess.Popen(
+        [sys.executable, "-m", "miglab.vlab.supervisor", "--pidfile", str(pidfile),
+         "--events", str(events), "--stop-grace", "1", "--", *deaf],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert wait_until(pidfile.exists)
+    time.sleep(0.5)  # the deaf "qemu" is up
+    supply.send_signal(signal.SIGTERM)
+    output, _ = supply.communicate(timeout=20)
+    assert supply.returncode == 0, output
+    assert "ignored SIGTERM while starting: killing it" in output
+    (started,) = [line for line in output.splitlines() if "started" in line]
+    assert gone(int(started.split("qemu ")[1].split()[0]))
