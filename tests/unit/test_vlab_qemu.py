@@ -28,7 +28,7 @@ def make_command(accel: str = "tcg") -> tuple[list[str], GuestPaths]:
 
 def test_numa_nodes_get_their_own_memory_backend_and_cpus() -> None:
     command, _ = make_command()
-    assert option_values(command, "-smp") == ["3"]
+    assert option_values(command, "-smp") == ["3,sockets=3,cores=1,threads=1"]
     assert option_values(command, "-m") == ["2560M"]
     assert option_values(command, "-object") == [
         "memory-backend-ram,id=mem0,size=1536M",

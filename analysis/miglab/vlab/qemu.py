@@ -97,6 +97,13 @@ def numa_options(guest: Guest) -> list[str]:
     return options
 
 
+def smp_option(guest: Guest) -> str:
+    """Every vCPU its own socket: with QEMU's default (one socket, one LLC) the CPUs of
+    different NUMA nodes share a cache and the guest kernel warns at boot (topology_sane:
+    llc-sibling not on the same node), a WARNING in every kernel log the sweep checks."""
+    return f"{guest.vcpus},sockets={guest.vcpus},cores=1,threads=1"
+
+
 def guest_command(
     guest: Guest,
     paths: GuestPaths,
@@ -113,7 +120,7 @@ def guest_command(
         "q35",
         *accel_options(accel),
         "-smp",
-        str(guest.vcpus),
+        smp_option(guest),
         "-m",
         f"{guest.memory_mib}M",
         *numa_options(guest),
