@@ -493,6 +493,12 @@ class Runner:
             )
         knobs_report["originals"] = dict(knob_restorer.originals)
         tuning_report["originals"] = dict(tuning_restorer.originals)
+        # Read once more after the restore, so the record shows the values the host was left with.
+        for report, restorer in ((knobs_report, knob_restorer), (tuning_report, tuning_restorer)):
+            report["after"] = {
+                rel: self.tree.read_value(rel) if self.tree.exists(rel) else None
+                for rel in restorer.originals
+            }
         write_json_atomic(os.path.join(vdir, "knobs.json"), knobs_report)
         write_json_atomic(os.path.join(vdir, "tuning.json"), tuning_report)
         write_json_atomic(os.path.join(vdir, "loads.json"), loads_report)

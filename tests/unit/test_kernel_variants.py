@@ -268,7 +268,14 @@ def test_the_repository_inventories_validate(lab_name: str) -> None:
         hosts=["vnode1", "vnode2", "grace1", "grace2", "epyc1", "localhost"],
     )
     assert errors == []
-    assert len(variants) == 3
+    names = [v["name"] for v in variants]
+    assert names == {
+        "vlab": ["vanilla", "broken", "mt-unbound", "mt-highpri"],
+        "example-lab": ["vanilla", "mt-unbound", "mt-highpri"],
+    }[lab_name]
+    # The thread's two patched kernels: the same knobs, one workqueue each.
+    patched = {v["name"]: v for v in variants if v["knob_profile"] == "mt_sysctl_v1"}
+    assert {v["workqueue"] for v in patched.values()} == {"unbound", "highpri"}
 
 
 def test_one_build_per_variant_architecture_and_config(lab: Path) -> None:

@@ -165,6 +165,13 @@ def test_records_carry_the_counters_and_the_threads_really_used(lab: dict) -> No
     assert log["available"] and log["problems"] == [] and log["lines"] == []
     assert read(lab["root"], "proc/sys/vm/use_mt_copy") == "0"  # knobs back
     assert read(lab["root"], "proc/sys/vm/limit_mt_num") == "4"
+    # ... and the record says so: read after the restore, equal to what the sweep found
+    knobs = json.loads((lab["run_dir"] / "variants" / "mt" / "knobs.json").read_text())
+    assert knobs["after"] == knobs["originals"] == {
+        "proc/sys/vm/use_mt_copy": "0",
+        "proc/sys/vm/limit_mt_num": "4",
+    }
+    assert all(knobs["before"][rel] == value for rel, value in knobs["after"].items())
 
 
 def test_mt_cells_of_a_kernel_that_ignored_the_knobs_fail(lab: dict) -> None:

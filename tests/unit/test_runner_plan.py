@@ -357,7 +357,12 @@ def test_vlab_sweep_is_small_and_valid():
     d["run_id"] = "vlab"
     p = expand(d)
     assert set(d["loads"]) == {"idle", "busy"}
-    assert set(d["folio_kinds"]) == {"base", "2M"}
-    assert len(p["cells"]) <= 16
+    assert set(d["folio_kinds"]) == {"base", "2M", "64K"}
+    # sweep_kernel_variant: vanilla, one column (sweep.yml alone, the running kernel)
+    assert len(p["cells"]) <= 12
+    # the patched variants: serial and mt_1, mt_2, mt_4 on every kind and load
+    mt = expand(dict(d, kernel_variant="mt-unbound"))
+    assert mt["variant_definition"]["copy_configs"] == ["serial", "mt_1", "mt_2", "mt_4"]
+    assert len(mt["cells"]) == 2 * 4 * 6
     # ~1 GiB per guest node: the largest THP cell must stay well below it
     assert max(d["page_counts"]["2M"]) * 2 <= 256

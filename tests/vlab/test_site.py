@@ -1,11 +1,14 @@
 """The lab's main job on the virtual lab, for real, the way a user runs it: `miglab run`
 (playbooks/site.yml through ansible-runner, with its line-by-line view). It checks the
 definition, provisions, builds the lab's variants of Debian's linux-source-6.12 (vanilla,
-broken, miglab-test), and each guest boots, verifies, sweeps and collects each of its
-variants at its own pace; the broken one (vnode2 only, a canary) panics, is power-cycled
-back to the known-good kernel and reported while everything else completes; every host
-ends on its default kernel; the run ends with its tables and report. A second `miglab run`
-with nothing changed changes nothing and rebuilds nothing.
+broken, and the lab's own copy series as mt-unbound and mt-highpri), and each guest boots,
+verifies, sweeps (idle and busy; base pages, 2 MiB THP, 64K mTHP; vanilla, serial, mt_1, mt_2,
+mt_4) and collects each of its variants at its own pace; the broken one (vnode2 only, a canary)
+panics, is power-cycled back to the known-good kernel and reported while everything else
+completes; every host ends on its default kernel; the run ends with the thread's tables and
+a report. The records prove which copy path ran (the series' vmstat counters), the data
+survived it (migbench's pattern check), the kernel logs stayed clean and the knobs were put
+back. A second `miglab run` with nothing changed changes nothing and rebuilds nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Any
 import pytest
 import yaml
 from miglab.results.check import check_results
+from miglab.results.load import load_samples
+from miglab.results.tables import build_tables
 
 from .conftest import INVENTORY, REPO, STATE_DIR, VENV_BIN, ansible, console_tails
 
@@ -31,17 +36,28 @@ BOOT_TIMEOUT = {
     for v in VARIANTS["kernel_variants"]
 }
 CANARY = next(v for v in VARIANTS["kernel_variants"] if v.get("expect_boot_failure"))
-# The whole job from empty caches: a first kernel build (~15 min on 2 cores), boots under
+GUESTS = yaml.safe_load((INVENTORY / "group_vars" / "all" / "vlab.yml").read_text())
+# CPUs of each node of each guest (the copying node's CPUs cap the copy threads).
+NODE_CPUS = {g["name"]: {n["cpus"] for n in g["numa"]} for g in GUESTS["vlab_guests"]}
+# The whole job from empty caches: a first kernel build (~5 min on 2 cores), boots under
 # TCG, sweeps.
 PIPELINE_TIMEOUT = 5400
-# A small sweep: the point is the pipeline, and that every sample names the kernel it ran on.
+# The inventory's sweep with one page count per kind: every column, kind and load of the
+# thread's tables, in CI's time.
 SWEEP = {
-    "sweep_loads": ["idle"],
-    "sweep_folio_kinds": ["base"],
-    "sweep_page_counts": {"base": [32]},
-    "sweep_repetitions": 2,
+    "sweep_loads": ["idle", "busy"],
+    "sweep_folio_kinds": ["base", "2M", "64K"],
+    "sweep_page_counts": {"base": [64], "2M": [2], "64K": [16]},
+    "sweep_repetitions": 3,
     "sweep_warmup": 1,
 }
+COLUMNS = ["vanilla", "serial", "mt_1", "mt_2", "mt_4"]
+MT_COUNTERS = (
+    "pgmigrate_mt_batches",
+    "pgmigrate_mt_folios",
+    "pgmigrate_mt_works",
+    "pgmigrate_mt_fallbacks",
+)
 
 
 @dataclass
@@ -228,7 +244,7 @@ def test_the_run_ends_with_recap_tables_and_report(site: Site) -> None:
     assert f"results: {site.results}" in site.first.output
     assert "recap:" in site.first.output
     # The tables as plain text (not a quoted YAML list inside Ansible's debug output).
-    assert "4KB on an idle system (GB/s) - host vnode1" in site.first.output
+    assert "4KB with system_unbound_wq on an idle system (GB/s) - host vnode1" in site.first.output
     assert "- '|" not in site.first.output
     # A line per finished build, and per host its variants and sweep progress as they went.
     for variant in BOOT_TIMEOUT:
@@ -236,7 +252,92 @@ def test_the_run_ends_with_recap_tables_and_report(site: Site) -> None:
     for guest in site.guests:
         for variant in variants_for(guest):
             assert f"{guest}: variant {variant}" in site.first.output
-        assert f"{guest}: variant vanilla sweep 1/1 cells" in site.first.output
+        assert f"{guest}: variant vanilla sweep 6/6 cells" in site.first.output
+
+
+def swept_variants(guest: str) -> list[str]:
+    return [v for v in variants_for(guest) if v != CANARY["name"]]
+
+
+def variant_record(name: str) -> dict[str, Any]:
+    merged = dict(VARIANTS["kernel_variant_defaults"])
+    merged.update(next(v for v in VARIANTS["kernel_variants"] if v["name"] == name))
+    return merged
+
+
+def test_each_column_ran_the_copy_path_it_names_and_the_data_survived(site: Site) -> None:
+    """The series' counters per sample: every mt_N move went through the multi-threaded copy
+    (every folio, no fallback, as many threads as the copying node has CPUs up to N), no
+    serial move did, the vanilla kernel has no such counters; migbench's pattern check of
+    every word of every page passed after every one of them, idle and busy."""
+    for guest in site.guests:
+        (cpus,) = NODE_CPUS[guest]  # both nodes of a guest have the same CPU count
+        records = samples(site, guest)
+        for variant in swept_variants(guest):
+            wanted = variant_record(variant)["copy_configs"]
+            mine = [r for r in records if r["kernel_variant"] == variant]
+            assert sorted({r["copy_config"] for r in mine}) == sorted(wanted), variant
+            assert {r["load"] for r in mine} == {"idle", "busy"}
+            assert {r["page_kind"] for r in mine} == {"base", "2M", "64K"}
+        for r in records:
+            where = f"{guest} {r['kernel_variant']} {r['cell_id']} rep {r['rep']}"
+            assert r["pattern_ok"] is True and r["backing_ok"] is True, where
+            assert r["fresh_buffer"] is (r["page_kind"] == "64K"), where
+            counters = {name: r[name] for name in MT_COUNTERS}
+            if r["kernel_variant"] == "vanilla":
+                assert set(counters.values()) == {None}, (where, counters)
+            elif r["copy_config"] == "serial":
+                assert set(counters.values()) == {0}, (where, counters)
+            else:
+                requested = int(r["copy_config"].removeprefix("mt_"))
+                assert counters["pgmigrate_mt_folios"] == r["page_count"], (where, counters)
+                assert counters["pgmigrate_mt_batches"] >= 1, (where, counters)
+                assert counters["pgmigrate_mt_fallbacks"] == 0, (where, counters)
+                assert r["threads_effective"] == min(requested, cpus), (where, counters)
+
+
+def test_kernel_logs_stayed_clean_and_the_knobs_were_put_back(site: Site) -> None:
+    for guest in site.guests:
+        for variant in swept_variants(guest):
+            vdir = site.results / guest / "variants" / variant
+            log = json.loads((vdir / "kernel-log.json").read_text())
+            assert log["available"] and log["problems"] == [], (guest, variant, log)
+            knobs = json.loads((vdir / "knobs.json").read_text())
+            assert knobs["after"] == knobs["originals"], (guest, variant, knobs)
+            if variant_record(variant)["knob_profile"] == "mt_sysctl_v1":
+                # the series' defaults, found before the sweep and left after it
+                assert knobs["originals"] == {
+                    "proc/sys/vm/use_mt_copy": "0",
+                    "proc/sys/vm/limit_mt_num": "4",
+                }, (guest, variant, knobs)
+
+
+def test_the_tables_have_the_threads_layout_with_real_numbers(site: Site) -> None:
+    """Per host, kind, load and workqueue: rows = page counts, columns vanilla, serial,
+    mt_1, mt_2, mt_4, a number in every cell; the vanilla column is the vanilla kernel's and
+    the same in the unbound and highpri tables; a copy that ran fewer threads than N is
+    marked, and only then."""
+    tables = build_tables(load_samples([site.results]).frame)
+    by_key = {(t.key.host, t.key.page_kind, t.key.load, t.key.workqueue): t for t in tables}
+    for guest in site.guests:
+        (cpus,) = NODE_CPUS[guest]
+        for kind in ("base", "2M", "64K"):
+            for load in ("idle", "busy"):
+                unbound = by_key[(guest, kind, load, "unbound")]
+                highpri = by_key[(guest, kind, load, "highpri")]
+                for table in (unbound, highpri):
+                    assert table.configs == COLUMNS, table.title
+                    assert table.page_counts == SWEEP["sweep_page_counts"][kind], table.title
+                    assert table.missing_cells() == [], table.title
+                    assert all(c.value > 0 and c.n == 3 for c in table.cells.values())
+                    assert table.vanilla_variants == ["vanilla"]
+                    clamped = sorted(config for _, config, _ in table.clamped_cells())
+                    assert clamped == [c for c in ("mt_2", "mt_4") if int(c[3:]) > cpus]
+                (count,) = unbound.page_counts
+                assert unbound.cell(count, "vanilla") == highpri.cell(count, "vanilla")
+    out = site.first.output
+    assert "64KB mTHP with system_highpri_wq on a busy system (GB/s) - host vnode2" in out
+    assert "2MB THP with system_unbound_wq on an idle system (GB/s) - host vnode1" in out
 
 
 def test_a_second_run_changes_nothing_and_rebuilds_nothing(site: Site) -> None:
@@ -249,5 +350,10 @@ def test_a_second_run_changes_nothing_and_rebuilds_nothing(site: Site) -> None:
     for guest in site.guests:
         for variant in variants_for(guest):
             if variant != CANARY["name"]:
-                said = f"{guest}: all 1 cells of {variant} are complete in run {site.run_id}"
+                cells = (
+                    len(SWEEP["sweep_loads"])
+                    * len(SWEEP["sweep_folio_kinds"])
+                    * len(variant_record(variant)["copy_configs"])
+                )
+                said = f"{guest}: all {cells} cells of {variant} are complete in run {site.run_id}"
                 assert any(said in m for m in site.second.messages(guest)), variant
