@@ -89,8 +89,12 @@ class SysTree:
             with open(self.path(rel), "w", encoding="utf-8") as f:
                 f.write(f"{value}\n")
         except OSError as err:
+            try:
+                now = f"; it still reads {self.read_value(rel)!r}"
+            except KnobError:
+                now = ""
             raise KnobError(
-                f"/{rel.lstrip('/')}: writing {value!r} failed: {err.strerror or err}"
+                f"/{rel.lstrip('/')}: writing {value!r} failed: {err.strerror or err}{now}"
             ) from None
 
     def listdir(self, rel: str) -> list[str]:

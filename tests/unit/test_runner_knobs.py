@@ -3,6 +3,8 @@ read-back, reset between configurations, restore at the end and on exceptions.""
 
 from __future__ import annotations
 
+import os
+
 import json
 
 import miglab_runner_testlib  # noqa: F401 (puts the runner on sys.path: import it first)
@@ -145,8 +147,25 @@ def test_rejected_write_is_an_error(tmp_path):
     s = session(tmp_path, "mt_sysctl_v1")
     (tmp_path / "proc/sys/vm/limit_mt_num").unlink()
     (tmp_path / "proc/sys/vm/limit_mt_num").mkdir()  # writing it fails like EINVAL would
-    with pytest.raises(KnobError):
+    with pytest.raises(KnobError, match="^/proc/sys/vm/limit_mt_num: "):
         s.apply("mt_4")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="writes a sysctl (the kernel refuses it)")
+def test_a_value_the_running_kernel_rejects_names_the_file_and_both_values():
+    """A real sysctl that refuses an out-of-range value, as vm.limit_mt_num refuses 0 and 33:
+    the error names the file, the value asked for and the value still in force."""
+    tree = SysTree("/")
+    rel = "proc/sys/vm/overcommit_memory"  # 0..2
+    before = tree.read_value(rel)
+    restorer = Restorer(tree)
+    with pytest.raises(KnobError) as exc:
+        restorer.write(rel, "3")
+    assert str(exc.value) == (
+        f"/{rel}: writing '3' failed: Invalid argument; it still reads {before!r}"
+    )
+    assert restorer.restore()[rel]["restored"] is True
+    assert tree.read_value(rel) == before
 
 
 @pytest.mark.parametrize(
