@@ -9,11 +9,20 @@ from typing import Any
 
 import pytest
 from miglab.errors import MiglabError
-from miglab.lab.ansible import PlaybookRun
+from miglab.lab.ansible import PlaybookRun, run_playbook
 from miglab.vlab import guests as guest_control
 from miglab.vlab.qemu import GuestPaths
 
-from .conftest import STATE_DIR, ansible, host_command, playbook, read_host_file, report
+from .conftest import (
+    INVENTORY,
+    REPO,
+    STATE_DIR,
+    ansible,
+    host_command,
+    playbook,
+    read_host_file,
+    report,
+)
 
 
 def test_every_guest_runs_and_booted_through_firmware_and_grub(
@@ -59,6 +68,40 @@ def test_a_wrong_host_key_is_refused(guests: list[dict[str, Any]], tmp_path: Pat
     assert run.returncode != 0
     assert "UNREACHABLE" in run.output
     assert "host key" in run.output.lower() or "Host key verification failed" in run.output
+
+
+def test_a_wrong_host_key_is_refused_through_miglab_run_too(
+    guests: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """The same through ansible-runner, which `miglab run` and the tests use (ansible-runner
+    on its own would switch host key checking off)."""
+    guest = guests[0]
+    other_key = tmp_path / "other"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True
+    )
+    wrong_known_hosts = tmp_path / "known_hosts"
+    public = other_key.with_suffix(".pub").read_text().split()[:2]
+    wrong_known_hosts.write_text(f"[127.0.0.1]:{guest['ssh_port']} {' '.join(public)}\n")
+    ping = tmp_path / "ping.yml"
+    ping.write_text(
+        f"- name: Ping\n  hosts: {guest['name']}\n  gather_facts: false\n"
+        "  tasks:\n    - name: Ping\n      ansible.builtin.ping:\n"
+    )
+    run = run_playbook(
+        ping,
+        [
+            "-e",
+            f"ansible_ssh_common_args='-o UserKnownHostsFile={wrong_known_hosts}'",
+        ],
+        project_dir=REPO,
+        inventory=INVENTORY,
+        env={"ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp_path / "cp")},
+        timeout=300,
+    )
+    assert run.rc != 0, run.report()
+    assert run.recap[guest["name"]]["unreachable"] == 1, run.report()
+    assert "host key verification failed" in run.stdout().lower(), run.report()
 
 
 def test_up_again_changes_nothing(vlab_up: PlaybookRun) -> None:

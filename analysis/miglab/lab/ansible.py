@@ -160,6 +160,10 @@ def run_playbook(
         "ANSIBLE_CONFIG": str(project_dir / "ansible.cfg"),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
+        # ansible-runner turns host key checking off unless told otherwise (it sets
+        # ANSIBLE_HOST_KEY_CHECKING=False, and Ansible then puts StrictHostKeyChecking=no
+        # before the inventory's own ssh options, where ssh takes the first value): on.
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
         # this virtualenv's ansible-playbook (ansible-runner looks it up on PATH)
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         **(env or {}),
