@@ -15,13 +15,13 @@ import os
 
 __version__ = "1.1"
 
-SAMPLE_SCHEMA = "miglab.sample/1"
+SAMPLE_SCHEMA = "miglab.sample/2"
 PLAN_SCHEMA = "miglab.plan/1"
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 SCHEMA_FILE = os.path.join(PACKAGE_DIR, "results-schema.json")
 
 
 def sample_schema() -> dict:
-    """The JSON Schema of a sample record (miglab.sample/1)."""
+    """The JSON Schema of a sample record (miglab.sample/2; reads version 1 too)."""
     with open(SCHEMA_FILE, encoding="utf-8") as f:
         return dict(json.load(f))

@@ -2,7 +2,7 @@
 
 Layout of ``<results_root>/<run_id>/``:
 
-  samples.jsonl      the records (miglab.sample/1), all variants; the analysis input
+  samples.jsonl      the records (miglab.sample/2), all variants; the analysis input
   cells.jsonl        journal + timing log: one line per finished cell (status done|failed)
   runs.jsonl         one line per runner invocation (wall time, cells run)
   superseded.jsonl   records moved out of samples.jsonl because their cell is redone

@@ -73,6 +73,8 @@ DEFAULTS: dict[str, Any] = {
         "refuse_stress_ng": True,
     },
     "stress": {"settle_seconds": 2, "baseline_seconds": 5, "min_busy_percent": 80},
+    # The user-space copy ceiling, once per variant and load (migbench --ceiling).
+    "ceiling": {"enabled": True, "size_mib": 1024, "repetitions": 5},
 }
 
 # The sweep's keys of a kernel variant record, with their defaults (the record's other keys,
@@ -454,7 +456,24 @@ def validate_definition(definition: Any) -> dict:
     _number(stress_cfg["baseline_seconds"], "stress.baseline_seconds")
     _number(stress_cfg["min_busy_percent"], "stress.min_busy_percent")
     d["stress"] = stress_cfg
+    ceiling = _merge(DEFAULTS["ceiling"], _dict(d["ceiling"], "ceiling"), "ceiling")
+    if not isinstance(ceiling["enabled"], bool):
+        raise PlanError(_key("ceiling.enabled"), "must be true or false")
+    _int(ceiling["size_mib"], "ceiling.size_mib", 1)
+    _int(ceiling["repetitions"], "ceiling.repetitions", 1)
+    d["ceiling"] = ceiling
     return d
+
+
+def ceiling_threads(copy_configs: list[str]) -> list[int]:
+    """The thread counts the ceiling is measured at: 1 (what vanilla and serial copy with)
+    and every N of the variant's mt_N."""
+    counts = {1}
+    for config in copy_configs:
+        family, _, n = config.partition("_")
+        if family == "mt" and n.isdigit():
+            counts.add(int(n))
+    return sorted(counts)
 
 
 def default_seed(run_id: str) -> int:

@@ -184,3 +184,44 @@ def top_consumers(seconds: float, limit: int = 5) -> list[dict]:
 
 def online_cpus() -> int:
     return os.sysconf("SC_NPROCESSORS_ONLN")
+
+
+MIGBENCH_CGROUP = "miglab-migbench"
+
+
+def cgroup2_mount(mounts_file: str = "/proc/self/mounts") -> str | None:
+    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on a hybrid
+    host); None without one."""
+    try:
+        with open(mounts_file, encoding="utf-8") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 2 and fields[2] == "cgroup2":
+                    return fields[1]
+    except OSError:
+        pass
+    return None
+
+
+def migbench_cgroup(mount: str | None) -> str | None:
+    """A cgroup of migbench's own under the cgroup v2 mount, so that the CPU time charged to
+    it is migbench's alone (stress-ng, the load, stays in the runner's cgroup);
+    None when there is no cgroup v2 or it cannot be made."""
+    if mount is None:
+        return None
+    path = os.path.join(mount, MIGBENCH_CGROUP)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    return path if os.path.exists(os.path.join(path, "cpu.stat")) else None
+
+
+def remove_cgroup(path: str | None) -> None:
+    """An empty cgroup goes with rmdir; one that still has a process stays (harmless)."""
+    if path is None:
+        return
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass

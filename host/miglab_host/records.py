@@ -1,4 +1,4 @@
-"""Sample records (schema miglab.sample/1): migbench's sample + what only the runner knows."""
+"""Sample records (schema miglab.sample/2): migbench's sample + what only the runner knows."""
 
 from __future__ import annotations
 
@@ -35,6 +35,10 @@ FROM_MIGBENCH = (
     "pgmigrate_mt_folios",
     "pgmigrate_mt_works",
     "pgmigrate_mt_fallbacks",
+    "kthread_cpu_ns",
+    "kthreads",
+    "cgroup_cpu_ns",
+    "accounting_ns",
     "move_pages_ret",
     "status_errors",
     "warmup_moves",

@@ -114,6 +114,7 @@ class Runner:
         self.vdef = plan["variant_definition"]
         self.host = host
         self.migbench = migbench
+        self.migbench_cgroup: str | None = None  # cgroup v2 directory migbench joins
         self.migbench_build = migbench_build
         self.tree = SysTree(sys_root)
         self.stress_ng = stress_ng
@@ -370,6 +371,9 @@ class Runner:
             }
         )
         self.save_state()
+        # Only on the real host: a fake tree (tests) has no cgroups to give migbench.
+        if self.tree.root == "/":
+            self.migbench_cgroup = procs.migbench_cgroup(procs.cgroup2_mount())
         kernel_log = KernelLog(self.kernel_log_path)
         kernel_log.open()  # from here on: what the kernel prints during this variant's sweep
         return Session(
@@ -407,6 +411,7 @@ class Runner:
                 self.totals["load_start_ns"] += time.monotonic_ns() - t0
                 self.totals["load_wait_ns"] += evidence.get("configured_wait_ns", 0)
                 session.loads_report[load_name] = evidence
+                self._measure_ceiling(load_name, session.context)
                 for cell in group:
                     self._check_deadline()
                     self._run_cell(cell, knobs, tuning, session.context)
@@ -431,6 +436,71 @@ class Runner:
         return state, code, message
 
     # -- pieces ----------------------------------------------------------------------------
+    def _measure_ceiling(self, load: str, context: dict) -> None:
+        """The user-space copy ceiling under this load, once per variant and load (a rerun
+        keeps a good one): variants/<v>/ceiling-<load>.json. A failure is recorded there and
+        logged; the cells still run."""
+        settings = self.d["ceiling"]
+        path = os.path.join(self.vdir, f"ceiling-{load}.json")
+        if not settings["enabled"] or (read_json(path, {}) or {}).get("ok"):
+            return
+        threads = planmod.ceiling_threads(self.vdef["copy_configs"])
+        argv = [
+            self.migbench,
+            "--ceiling",
+            "--src",
+            str(self.d["src_node"]),
+            "--dst",
+            str(self.d["dst_node"]),
+            "--threads",
+            ",".join(str(t) for t in threads),
+            "--size-mib",
+            str(settings["size_mib"]),
+            "--reps",
+            str(settings["repetitions"]),
+        ]
+        if self.loopback:
+            argv.append("--loopback-test")
+        t0 = time.monotonic_ns()
+        result = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=self.d["cell_timeout_seconds"],
+            preexec_fn=procs.die_with_parent,
+            check=False,
+        )
+        measurements = []
+        for line in result.stdout.splitlines():
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict) and obj.get("type") == "ceiling":
+                measurements.append(obj)
+        ok = result.returncode == 0 and bool(measurements)
+        report = {
+            "schema": "miglab.ceiling/1",
+            **{k: context.get(k) for k in ("run_id", "host", "kernel_variant", "kernel_release")},
+            "load": load,
+            "ok": ok,
+            "error": None if ok else (result.stderr.strip() or f"exit {result.returncode}"),
+            "threads": threads,
+            "size_mib": settings["size_mib"],
+            "measured_at": utc_now(),
+            "wall_ns": time.monotonic_ns() - t0,
+            "migbench_argv": argv,
+            "measurements": measurements,
+        }
+        write_json_atomic(path, report)
+        best = max((m["gbps"] for m in measurements), default=0.0)
+        self.log(
+            f"ceiling under {load}: {len(measurements)} measurements, best {best:.2f} GB/s"
+            if ok
+            else f"ceiling under {load} failed: {report['error']}"
+        )
+
     def _check_deadline(self) -> None:
         if self.deadline and time.monotonic() >= self.deadline:
             raise DeadlineReached()
@@ -469,6 +539,7 @@ class Runner:
             except LoadError as err:
                 out.append(str(err))
             self.load = None
+        procs.remove_cgroup(self.migbench_cgroup)
         knobs_report["restore"] = knob_restorer.restore()
         tuning_report["restore"] = tuning_restorer.restore()
         for group, report in (
@@ -588,6 +659,8 @@ class Runner:
             "--seed",
             str(cell["index"] + 1),
         ]
+        if self.migbench_cgroup:
+            argv += ["--cgroup", self.migbench_cgroup]
         if self.loopback:
             argv.append("--loopback-test")
         return argv

@@ -136,6 +136,7 @@ def compile_migbench(out_dir: Path) -> Path:
             "-Wall",
             "-Wextra",
             "-Werror",
+            "-pthread",
             '-DMIGBENCH_SOURCE_SHA256="test"',
             "-o",
             str(out),
@@ -166,6 +167,20 @@ opt = {args[i][2:]: args[i + 1] for i in range(0, len(args) - 1) if args[i].star
        and not args[i + 1].startswith("--")}
 ctl_path = os.environ.get("MIGLAB_FAKE_CONTROL", "")
 ctl = json.load(open(ctl_path)) if ctl_path and os.path.exists(ctl_path) else {}
+if "--ceiling" in args:
+    if ctl.get("ceiling") == "fail":
+        print("migbench: ceiling: 3 of 8 pages of the node 1 buffer are not on node 1",
+              file=sys.stderr)
+        sys.exit(3)
+    for t in opt["threads"].split(","):
+        for direction in ("push", "pull"):
+            for rep in range(int(opt["reps"])):
+                print(json.dumps({"type": "ceiling", "direction": direction, "threads": int(t),
+                                  "cpus": int(t), "rep": rep, "src_node": int(opt["src"]),
+                                  "dst_node": int(opt["dst"]), "bytes": 1 << 20,
+                                  "elapsed_ns": 100000 // int(t), "gbps": 10.0 * int(t),
+                                  "placement_ok": True, "loopback": False}))
+    sys.exit(0)
 seed = int(opt["seed"])
 kind, count, reps = opt["kind"], int(opt["count"]), int(opt["reps"])
 size = 4096 if kind == "base" else int(kind[:-1]) << {"K": 10, "M": 20, "G": 30}[kind[-1]]

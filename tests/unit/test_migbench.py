@@ -257,3 +257,81 @@ def test_mthp_gets_a_fresh_buffer_for_every_move(migbench, mthp_64k_madvise):
     base = run(migbench, "--kind", "base", "--count", "8", "--reps", "2", "--loopback-test")
     assert base.returncode == 0, base.stderr
     assert not any(x.get("fresh_buffer") for x in lines(base.stdout) if x["type"] == "sample")
+
+
+@needs_root
+def test_ceiling_copies_between_verified_buffers_with_each_thread_count(migbench):
+    r = run(migbench, "--ceiling", "--threads", "1,2", "--size-mib", "8", "--reps", "2",
+            "--loopback-test")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = lines(r.stdout)
+    assert {(x["direction"], x["threads"], x["rep"]) for x in out} == {
+        (d, t, rep) for d in ("push", "pull") for t in (1, 2) for rep in (0, 1)
+    }
+    assert all(
+        x["type"] == "ceiling" and x["placement_ok"] and x["bytes"] == 8 << 20 and x["gbps"] > 0
+        for x in out
+    )
+    assert all(x["cpus"] == min(x["threads"], os.cpu_count() or 1) for x in out)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--threads", "1,x"], "--threads: a list of thread counts"),
+        (["--threads", "0"], "--threads: a list of thread counts"),
+        (["--size-mib", "big"], "--size-mib: not an integer"),
+    ],
+)
+def test_ceiling_usage_errors(migbench, args, message):
+    r = run(migbench, "--ceiling", *args, "--loopback-test")
+    assert r.returncode == 1 and message in r.stderr, r.stderr
+
+
+@needs_root
+def test_every_sample_says_what_the_kernel_threads_ran_and_what_that_cost(migbench):
+    """kthread_cpu_ns: run time of all kernel threads during the call (kworkers doing copy
+    work appear there); accounting_ns: what the snapshots around the window cost."""
+    r = run(migbench, "--kind", "base", "--count", "64", "--reps", "3", "--loopback-test")
+    assert r.returncode == 0, r.stderr
+    samples = [x for x in lines(r.stdout) if x["type"] == "sample"]
+    kthreads = sum(1 for p in Path("/proc").iterdir() if p.name.isdigit() and _is_kthread(p))
+    for s in samples:
+        assert isinstance(s["kthread_cpu_ns"], int) and s["kthread_cpu_ns"] >= 0
+        assert abs(s["kthreads"] - kthreads) <= max(5, kthreads // 10)
+        assert s["accounting_ns"] > 0
+        assert s["cgroup_cpu_ns"] is None  # no --cgroup given
+
+
+def _is_kthread(proc: Path) -> bool:
+    try:
+        flags = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[6])
+    except (OSError, IndexError, ValueError):
+        return False
+    return bool(flags & 0x00200000)
+
+
+@pytest.fixture
+def cgroup_dir():
+    mount = next(
+        (line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
+         if line.split()[2] == "cgroup2"),
+        None,
+    )  # fmt: skip
+    if mount is None or os.geteuid() != 0:
+        pytest.skip("needs root and a cgroup v2 mount")
+    path = Path(mount) / f"miglab-unit-{os.getpid()}"
+    path.mkdir()
+    yield path
+    path.rmdir()
+
+
+def test_migbench_joins_its_cgroup_and_reports_what_it_was_charged(migbench, cgroup_dir):
+    r = run(migbench, "--kind", "base", "--count", "512", "--reps", "3", "--loopback-test",
+            "--cgroup", str(cgroup_dir))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    for s in (x for x in lines(r.stdout) if x["type"] == "sample"):
+        # The caller's own CPU time is charged to its cgroup, up to a scheduler tick (10 ms at
+        # HZ=100): the cgroup's sum misses the running task's time since its last update.
+        assert s["cgroup_cpu_ns"] is not None and s["cgroup_cpu_ns"] >= 0
+        assert s["cgroup_cpu_ns"] + 10_000_000 >= s["caller_cpu_ns"], s

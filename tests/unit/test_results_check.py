@@ -58,7 +58,8 @@ def test_truncated_lines_wrong_types_and_unknown_versions(
     assert output[1:] == [
         f"{path}:3: field 'failed_pages': None is not of type 'integer'; "
         "field 'rep': '2' is not of type 'integer'",
-        f"{path}:4: unknown schema version 'miglab.sample/3' (this miglab reads 'miglab.sample/1')",
+        f"{path}:4: unknown schema version 'miglab.sample/3' (this miglab reads "
+        "'miglab.sample/1' and 'miglab.sample/2')",
         "problems: 1 file(s), 1 valid record(s): 3 bad, 0 duplicate(s), 0 inconsistent, 0 plan(s): "
         "0 missing and 0 short cell(s)",
     ]

@@ -167,10 +167,14 @@ def test_records_carry_the_counters_and_the_threads_really_used(lab: dict) -> No
     assert read(lab["root"], "proc/sys/vm/limit_mt_num") == "4"
     # ... and the record says so: read after the restore, equal to what the sweep found
     knobs = json.loads((lab["run_dir"] / "variants" / "mt" / "knobs.json").read_text())
-    assert knobs["after"] == knobs["originals"] == {
-        "proc/sys/vm/use_mt_copy": "0",
-        "proc/sys/vm/limit_mt_num": "4",
-    }
+    assert (
+        knobs["after"]
+        == knobs["originals"]
+        == {
+            "proc/sys/vm/use_mt_copy": "0",
+            "proc/sys/vm/limit_mt_num": "4",
+        }
+    )
     assert all(knobs["before"][rel] == value for rel, value in knobs["after"].items())
 
 
@@ -193,3 +197,31 @@ def test_a_warning_in_the_kernel_log_fails_the_sweep(lab: dict) -> None:
     assert log["problems"] and all("copy_folio_mt" in p for p in log["problems"])
     assert "booted" not in " ".join(log["lines"])  # only what came during the sweep
     assert read(lab["root"], "proc/sys/vm/use_mt_copy") == "0"
+
+
+def test_the_ceiling_is_measured_once_per_variant_and_load(lab: dict) -> None:
+    """migbench --ceiling under each load before its cells, at 1 thread and every N of the
+    variant's mt_N; a rerun keeps a good ceiling and measures a failed one again."""
+    r = run(lab, mt_counters="honest", node_cpus=2)
+    assert r.returncode == 0, r.stderr
+    path = lab["run_dir"] / "variants" / "mt" / "ceiling-idle.json"
+    ceiling = json.loads(path.read_text())
+    assert ceiling["ok"] is True and ceiling["error"] is None
+    assert ceiling["threads"] == [1, 2, 4]
+    assert ceiling["load"] == "idle" and ceiling["kernel_variant"] == "mt"
+    assert {(m["direction"], m["threads"]) for m in ceiling["measurements"]} == {
+        (d, t) for d in ("push", "pull") for t in (1, 2, 4)
+    }
+    assert "--ceiling" in ceiling["migbench_argv"]
+    measured_at = ceiling["measured_at"]
+    again = run(lab, mt_counters="honest", node_cpus=2)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(path.read_text())["measured_at"] == measured_at
+
+
+def test_a_failed_ceiling_is_recorded_and_the_cells_still_run(lab: dict) -> None:
+    r = run(lab, mt_counters="honest", ceiling="fail")
+    assert r.returncode == 0, r.stderr
+    ceiling = json.loads((lab["run_dir"] / "variants" / "mt" / "ceiling-idle.json").read_text())
+    assert ceiling["ok"] is False and "not on node 1" in ceiling["error"]
+    assert len(read_jsonl(lab["run_dir"] / "samples.jsonl")) == 4 * 2  # every cell ran

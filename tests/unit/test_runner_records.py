@@ -1,4 +1,4 @@
-"""Sample records against the schema miglab.sample/1 (jsonschema), including records the
+"""Sample records against the schema miglab.sample/2 (jsonschema), including records the
 runner writes from the REAL migbench (``--test-loopback``: src = dst on this one-node
 machine, so nothing migrates, but allocation, backing verification and output are real)."""
 
@@ -115,7 +115,7 @@ def test_missing_required_field_is_invalid(field):
         {"gbps": -1.0},
         {"backing_ok": "yes"},
         {"workqueue": "normal"},
-        {"schema": "miglab.sample/2"},
+        {"schema": "miglab.sample/3"},
         {"threads": 0},
         {"folio_size": 1024},
         {"rep": -1},

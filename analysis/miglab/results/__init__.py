@@ -1,4 +1,4 @@
-"""Analysis of sweep results (`miglab.sample/1` records in samples.jsonl).
+"""Analysis of sweep results (`miglab.sample/2` and `/1` records in samples.jsonl).
 
 The library, which the `miglab` sub-commands in commands.py only wrap:
 

@@ -46,7 +46,7 @@ def _add_input(parser: argparse.ArgumentParser, nargs: str = "+") -> None:
     )
     parser.add_argument(
         "--skip-bad", action="store_true",
-        help="leave out records that are not valid miglab.sample/1 (and say how many) "
+        help="leave out records that are not valid sample records (and say how many) "
         "instead of refusing the input",
     )
 

@@ -57,7 +57,7 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 
 @dataclass(frozen=True)
 class BadRecord:
-    """A line of a samples file that is not a valid `miglab.sample/1` record."""
+    """A line of a samples file that is not a valid sample record (`miglab.sample/1` or `/2`)."""
 
     path: Path
     line: int

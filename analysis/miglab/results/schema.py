@@ -1,4 +1,4 @@
-"""The sample record schema `miglab.sample/1`, and the checks that implement it.
+"""The sample record schema `miglab.sample/2` (and version 1), and the checks that implement it.
 
 The JSON Schema file (host/miglab_host/results-schema.json, in the host package whose
 runner writes the records) is the single source of the field list. Validating a million
@@ -22,7 +22,9 @@ from typing import Any, Literal
 import jsonschema
 import miglab_host
 
-SAMPLE_SCHEMA_ID = "miglab.sample/1"
+# The version this miglab writes, and every version it reads (the schema's own enum).
+SAMPLE_SCHEMA_ID = miglab_host.SAMPLE_SCHEMA
+SAMPLE_SCHEMA_IDS: tuple[str, ...] = tuple(miglab_host.sample_schema()["properties"]["schema"]["enum"])
 
 FieldKind = Literal["string", "integer", "number", "boolean"]
 
@@ -270,11 +272,12 @@ def describe_record(record: object) -> list[str]:
     if not isinstance(record, dict):
         return [f"not a JSON object (got {_json_type_of_any(record)})"]
     version = record.get("schema")
-    if version != SAMPLE_SCHEMA_ID:
+    if version not in SAMPLE_SCHEMA_IDS:
+        readable = " and ".join(repr(v) for v in SAMPLE_SCHEMA_IDS)
         if "schema" not in record:
             return [f"missing required field 'schema' (expected {SAMPLE_SCHEMA_ID!r})"]
         if isinstance(version, str) and version.startswith("miglab.sample/"):
-            return [f"unknown schema version {version!r} (this miglab reads {SAMPLE_SCHEMA_ID!r})"]
+            return [f"unknown schema version {version!r} (this miglab reads {readable})"]
         return [f"not a miglab sample record (schema {version!r}, expected {SAMPLE_SCHEMA_ID!r})"]
     errors = sorted(
         _validator().iter_errors(record), key=lambda error: [str(p) for p in error.absolute_path]

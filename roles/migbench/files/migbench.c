@@ -14,6 +14,12 @@
  * migration splits it (6.12, with or without any patch), so a second move of the same
  * buffer would measure base pages. The pattern of each buffer is checked before it is freed.
  *
+ * CPU time around each move (read outside the timed window, its cost reported as
+ * accounting_ns): the calling thread's (caller_cpu_ns), all CPUs' non-idle time, the run time
+ * of every kernel thread (kworkers and the like, PF_KTHREAD, from /proc/<pid>/schedstat:
+ * kthread_cpu_ns, the copy work nobody is charged for) and, on cgroup v2, the CPU time charged
+ * to the cgroup v2 migbench was told to join (--cgroup: cgroup_cpu_ns, from its cpu.stat).
+ *
  * Verified, never assumed:
  *   - before every move: every folio has the requested size (pagemap PFN + kpageflags:
  *     head with KPF_THP, exactly size/page_size - 1 contiguous tails, next PFN not a tail;
@@ -23,12 +29,19 @@
  * A failure is reported in the JSON record (backing_ok=false, failed_pages>0) or an error
  * line, on stderr, and by a non-zero exit code; it never becomes a quiet GB/s figure.
  *
- * Output (stdout): one JSON object per line, "type" = "sample" | "summary" | "error".
+ * --ceiling: what the machine can copy at all from memory on --src to memory on --dst, from
+ * user space with T threads (memcpy of a buffer bound to --src into one bound to --dst,
+ * both faulted in and their node placement verified first; the threads pinned to CPUs of
+ * the source node for "push", of the destination node for "pull"): one "ceiling" line per
+ * (direction, T, rep), each T of --threads.
+ *
+ * Output (stdout): one JSON object per line, "type" = "sample" | "summary" | "error" |
+ * "ceiling".
  * Exit codes: 0 ok, 1 usage, 2 host unsuitable (fewer than two NUMA nodes with memory, folio
  * size not offered or disabled, PFNs unreadable without CAP_SYS_ADMIN), 3 verification failed
  * (backing, node, pattern), 4 system error (allocation, move_pages() itself).
  *
- * Build: gcc -O2 -Wall -Wextra -o migbench migbench.c -lnuma
+ * Build: gcc -O2 -Wall -Wextra -pthread -o migbench migbench.c -lnuma
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -36,8 +49,11 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <dirent.h>
 #include <stdarg.h>
 #include <numaif.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -49,7 +65,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MIGBENCH_VERSION "1.2"
+#define MIGBENCH_VERSION "1.3"
 #ifndef MIGBENCH_SOURCE_SHA256
 #define MIGBENCH_SOURCE_SHA256 "unknown"
 #endif
@@ -71,6 +87,7 @@ enum {
 
 #define THP_SYSFS "/sys/kernel/mm/transparent_hugepage"
 #define MAX_NODES 1024
+#define MAX_CPUS 4096
 
 static const char *prog = "migbench";
 
@@ -84,12 +101,28 @@ struct options {
 	uint64_t seed;
 	bool check_host;
 	bool loopback;     /* test only: src == dst on a one-node machine */
+	const char *cgroup; /* a cgroup v2 directory to join first (its CPU time is measured) */
+	bool ceiling;       /* measure the user-space copy ceiling instead of move_pages() */
+	const char *threads; /* --ceiling: thread counts, e.g. "1,2,4" */
+	long size_mib;      /* --ceiling: MiB copied per measurement */
 };
 
 struct cpu_snapshot {
 	uint64_t busy_ticks;   /* /proc/stat "cpu" line: user nice system irq softirq steal */
 	uint64_t sched_ns;     /* /proc/schedstat: sum of per-CPU run time (0 if unavailable) */
 	bool sched_ok;
+};
+
+/* Run time of every kernel thread, sorted by pid. */
+struct kthread_time {
+	int pid;
+	uint64_t ns;
+};
+
+struct kthread_snapshot {
+	struct kthread_time *v;
+	size_t n, cap;
+	bool ok;
 };
 
 struct vm_snapshot {
@@ -125,6 +158,7 @@ struct ctx {
 	uint64_t *pagemap_buf;
 	uint64_t *kflags_buf;
 	int pagemap_fd, kpageflags_fd, stat_fd, vmstat_fd, schedstat_fd;
+	int cgroup_stat_fd;      /* cpu.stat of our cgroup (cgroup v2), -1 without */
 	bool fresh;              /* mTHP: a new buffer for every move (see the top of the file) */
 	long clk_tck;
 	char arch[65];
@@ -171,6 +205,11 @@ static void usage(FILE *out)
 		"  N      folios moved by each move_pages() call (>= 1)\n"
 		"  R      recorded samples, alternating direction (default 10)\n"
 		"  W      unrecorded warm-up moves before the samples (default 2)\n"
+		"  --cgroup DIR     join this cgroup v2 directory first; cgroup_cpu_ns is its CPU time\n"
+		"  --ceiling [--threads 1,2,4] [--size-mib M] [--reps R]\n"
+		"                   user-space copy throughput from --src memory to --dst memory with\n"
+		"                   T threads, pinned to source-node CPUs (push) and destination-node\n"
+		"                   CPUs (pull)\n"
 		"  --loopback-test  TEST ONLY: src = dst, no migration happens; exercises allocation,\n"
 		"                   verification and output on a one-node machine (records say loopback)\n"
 		"Output: JSON lines on stdout; run as root (PFNs in /proc/self/pagemap need CAP_SYS_ADMIN).\n",
@@ -230,8 +269,8 @@ static ssize_t reread_fd(int fd, char *buf, size_t len)
 	return total;
 }
 
-/* Parse a kernel node list such as "0-1,3" into a bitmap; returns the number of nodes. */
-static int parse_nodelist(const char *s, bool *nodes)
+/* Parse a kernel list such as "0-1,3" into a bitmap of `max` entries; returns how many. */
+static int parse_list(const char *s, bool *set, int max)
 {
 	int count = 0;
 
@@ -246,16 +285,21 @@ static int parse_nodelist(const char *s, bool *nodes)
 			s = end + 1;
 			b = strtol(s, &end, 10);
 		}
-		for (long i = a; i <= b && i < MAX_NODES; i++) {
-			if (!nodes[i])
+		for (long i = a; i <= b && i < max; i++) {
+			if (!set[i])
 				count++;
-			nodes[i] = true;
+			set[i] = true;
 		}
 		s = end;
 		if (*s == ',')
 			s++;
 	}
 	return count;
+}
+
+static int parse_nodelist(const char *s, bool *nodes)
+{
+	return parse_list(s, nodes, MAX_NODES);
 }
 
 /* The selected mode of a THP "enabled" file: "always [madvise] never" -> "madvise". */
@@ -475,6 +519,120 @@ static void snapshot_vm(struct ctx *c, struct vm_snapshot *s)
 	s->mt_fallbacks = vmstat_field(buf, "pgmigrate_mt_fallbacks");
 }
 
+#define PF_KTHREAD 0x00200000
+
+static int by_pid(const void *a, const void *b)
+{
+	const struct kthread_time *x = a, *y = b;
+
+	return (x->pid > y->pid) - (x->pid < y->pid);
+}
+
+/*
+ * Every kernel thread's run time: the flags field of /proc/<pid>/stat says PF_KTHREAD,
+ * /proc/<pid>/schedstat has the run time in ns. Kernel threads are single-threaded
+ * processes, so /proc itself lists them all.
+ */
+static void snapshot_kthreads(struct kthread_snapshot *s)
+{
+	DIR *proc = opendir("/proc");
+	struct dirent *de;
+	char buf[1024];
+
+	s->n = 0;
+	s->ok = false;
+	if (!proc)
+		return;
+	while ((de = readdir(proc))) {
+		char path[64];
+		unsigned int flags = 0;
+		unsigned long long run_ns;
+		char *close_paren;
+		int pid;
+
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		pid = atoi(de->d_name);
+		snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+		if (read_file(path, buf, sizeof(buf)) < 0)
+			continue;   /* gone meanwhile */
+		close_paren = strrchr(buf, ')');
+		/* ") S ppid pgrp session tty_nr tpgid flags" */
+		if (!close_paren ||
+		    sscanf(close_paren + 1, " %*c %*d %*d %*d %*d %*d %u", &flags) != 1 ||
+		    !(flags & PF_KTHREAD))
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/schedstat", pid);
+		if (read_file(path, buf, sizeof(buf)) < 0 || sscanf(buf, "%llu", &run_ns) != 1)
+			continue;
+		if (s->n == s->cap) {
+			s->cap = s->cap ? 2 * s->cap : 512;
+			s->v = realloc(s->v, s->cap * sizeof(*s->v));
+			if (!s->v)
+				die(EXIT_SYSTEM, "out of memory");
+		}
+		s->v[s->n].pid = pid;
+		s->v[s->n].ns = run_ns;
+		s->n++;
+		s->ok = true;
+	}
+	closedir(proc);
+	qsort(s->v, s->n, sizeof(*s->v), by_pid);
+}
+
+/* Run time kernel threads gained between two snapshots (a thread born meanwhile: all of it). */
+static uint64_t kthread_delta(const struct kthread_snapshot *before,
+			      const struct kthread_snapshot *after)
+{
+	uint64_t sum = 0;
+	size_t i = 0;
+
+	for (size_t j = 0; j < after->n; j++) {
+		while (i < before->n && before->v[i].pid < after->v[j].pid)
+			i++;
+		if (i < before->n && before->v[i].pid == after->v[j].pid &&
+		    before->v[i].ns <= after->v[j].ns)
+			sum += after->v[j].ns - before->v[i].ns;
+		else if (i >= before->n || before->v[i].pid != after->v[j].pid)
+			sum += after->v[j].ns;
+	}
+	return sum;
+}
+
+/* Move this process into a cgroup v2 directory (the runner's own, for migbench alone). */
+static void join_cgroup(const char *dir)
+{
+	char path[4200];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, "0\n", 2) != 2)
+		die(EXIT_SYSTEM, "cannot join cgroup %s: %s", dir, strerror(errno));
+	close(fd);
+}
+
+/* DIR/cpu.stat of the cgroup v2 we joined; -1 if unreadable. */
+static int open_cgroup_stat(const char *dir)
+{
+	char path[4200];
+
+	snprintf(path, sizeof(path), "%s/cpu.stat", dir);
+	return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+/* usage_usec of our cgroup in ns; -1 if unavailable. */
+static long long cgroup_usage_ns(struct ctx *c)
+{
+	char buf[1024];
+	long long usec;
+
+	if (c->cgroup_stat_fd < 0 || reread_fd(c->cgroup_stat_fd, buf, sizeof(buf)) <= 0)
+		return -1;
+	usec = vmstat_field(buf, "usage_usec");
+	return usec < 0 ? -1 : usec * 1000;
+}
+
 static void print_delta(const char *name, long long before, long long after)
 {
 	if (before < 0 || after < 0 || after < before)
@@ -662,6 +820,10 @@ static void parse_args(int argc, char **argv, struct options *o)
 		{"seed", required_argument, NULL, 'S'},
 		{"check-host", no_argument, NULL, 'C'},
 		{"loopback-test", no_argument, NULL, 'L'},
+		{"cgroup", required_argument, NULL, 'G'},
+		{"ceiling", no_argument, NULL, 'X'},
+		{"threads", required_argument, NULL, 'T'},
+		{"size-mib", required_argument, NULL, 'M'},
 		{"version", no_argument, NULL, 'V'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -675,17 +837,18 @@ static void parse_args(int argc, char **argv, struct options *o)
 	o->reps = 10;
 	o->warmup = 2;
 	o->seed = 0x6d69676c6162ULL;
-	while ((ch = getopt_long(argc, argv, "k:n:s:d:r:w:S:CLVh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "k:n:s:d:r:w:S:G:T:M:XCLVh", longopts, NULL)) != -1) {
 		char *end = NULL;
 		long v = 0;
 
 		if (optarg) {
 			errno = 0;
 			v = strtol(optarg, &end, 10);
-			if (ch != 'k' && (errno || *end || end == optarg))
+			if (ch != 'k' && ch != 'G' && ch != 'T' && (errno || *end || end == optarg))
 				die(EXIT_USAGE, "--%s: not an integer: '%s'",
 				    ch == 'n' ? "count" : ch == 's' ? "src" : ch == 'd' ? "dst" :
-				    ch == 'r' ? "reps" : ch == 'w' ? "warmup" : "seed", optarg);
+				    ch == 'r' ? "reps" : ch == 'w' ? "warmup" : ch == 'M' ? "size-mib" :
+				    "seed", optarg);
 		}
 		switch (ch) {
 		case 'k': o->kind = optarg; break;
@@ -697,6 +860,10 @@ static void parse_args(int argc, char **argv, struct options *o)
 		case 'S': o->seed = (uint64_t)v; break;
 		case 'C': o->check_host = true; break;
 		case 'L': o->loopback = true; break;
+		case 'G': o->cgroup = optarg; break;
+		case 'X': o->ceiling = true; break;
+		case 'T': o->threads = optarg; break;
+		case 'M': o->size_mib = v; break;
 		case 'V':
 			printf("{\"type\":\"version\",\"migbench_version\":\"%s\",\"source_sha256\":\"%s\","
 			       "\"compiler\":\"%s\"}\n", MIGBENCH_VERSION, MIGBENCH_SOURCE_SHA256,
@@ -715,6 +882,21 @@ static void parse_args(int argc, char **argv, struct options *o)
 		die(EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
 	if (o->check_host)
 		return;
+	if (o->ceiling) {
+		if (!o->threads)
+			o->threads = "1";
+		if (o->size_mib < 1)
+			o->size_mib = 256;
+		if (o->loopback)
+			o->dst = o->src;
+		if (o->reps < 1)
+			die(EXIT_USAGE, "--reps must be >= 1, got %ld", o->reps);
+		if (o->src < 0 || o->dst < 0 || o->src >= MAX_NODES || o->dst >= MAX_NODES ||
+		    (o->src == o->dst && !o->loopback))
+			die(EXIT_USAGE, "--src and --dst must be two different nodes, got %d and %d",
+			    o->src, o->dst);
+		return;
+	}
 	if (!o->kind)
 		die(EXIT_USAGE, "--kind is required ('base' or a folio size such as 2M)");
 	if (o->count < 1)
@@ -790,6 +972,11 @@ static void setup(struct ctx *c)
 	c->stat_fd = open("/proc/stat", O_RDONLY | O_CLOEXEC);
 	c->vmstat_fd = open("/proc/vmstat", O_RDONLY | O_CLOEXEC);
 	c->schedstat_fd = open("/proc/schedstat", O_RDONLY | O_CLOEXEC);
+	c->cgroup_stat_fd = -1;
+	if (c->opt.cgroup) {
+		join_cgroup(c->opt.cgroup);
+		c->cgroup_stat_fd = open_cgroup_stat(c->opt.cgroup);
+	}
 	if (c->stat_fd < 0 || c->vmstat_fd < 0)
 		die(EXIT_SYSTEM, "cannot open /proc/stat or /proc/vmstat: %s", strerror(errno));
 
@@ -839,6 +1026,171 @@ static void unmap_buffer(struct ctx *c)
 	c->buf = NULL;
 }
 
+/* --ceiling ---------------------------------------------------------------------------- */
+
+struct copier {
+	pthread_t thread;
+	pthread_barrier_t *start, *done;
+	const char *from;
+	char *to;
+	size_t len;
+	int cpu;                 /* -1: not pinned (a node without CPUs) */
+	bool stop;
+};
+
+static void *copier_main(void *arg)
+{
+	struct copier *w = arg;
+
+	if (w->cpu >= 0) {
+		cpu_set_t set;
+
+		CPU_ZERO(&set);
+		CPU_SET(w->cpu, &set);
+		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	}
+	for (;;) {
+		pthread_barrier_wait(w->start);
+		if (w->stop)
+			return NULL;
+		memcpy(w->to, w->from, w->len);
+		pthread_barrier_wait(w->done);
+	}
+}
+
+/* CPUs of a node (sysfs cpulist) into out[]; returns how many. */
+static int node_cpus(int node, int *out, int max)
+{
+	char path[96], buf[4096];
+	bool *set = xcalloc(MAX_CPUS, sizeof(bool));
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/sys/devices/system/node/node%d/cpulist", node);
+	if (read_file(path, buf, sizeof(buf)) >= 0)
+		parse_list(buf, set, MAX_CPUS);
+	for (int cpu = 0; cpu < MAX_CPUS && n < max; cpu++)
+		if (set[cpu])
+			out[n++] = cpu;
+	free(set);
+	return n;
+}
+
+/* A buffer bound to a node, faulted in; exits if the kernel placed any page elsewhere. */
+static char *node_buffer(size_t len, int node, long page_size)
+{
+	unsigned long mask[MAX_NODES / (8 * sizeof(unsigned long))] = {0};
+	char *buf = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	size_t pages = len / (size_t)page_size;
+	void **addrs;
+	int *status;
+	long wrong = 0;
+
+	if (buf == MAP_FAILED)
+		die(EXIT_SYSTEM, "mmap of %zu bytes failed: %s", len, strerror(errno));
+	mask[node / (8 * sizeof(unsigned long))] |= 1UL << (node % (8 * sizeof(unsigned long)));
+	if (mbind(buf, len, MPOL_BIND, mask, MAX_NODES + 1, 0) != 0)
+		die(EXIT_SYSTEM, "mbind to node %d failed: %s", node, strerror(errno));
+	madvise(buf, len, MADV_HUGEPAGE);   /* fewer TLB misses, as the kernel's linear map */
+	memset(buf, 0x5a, len);
+	addrs = xcalloc(pages, sizeof(void *));
+	status = xcalloc(pages, sizeof(int));
+	for (size_t p = 0; p < pages; p++)
+		addrs[p] = buf + p * (size_t)page_size;
+	if (move_pages(0, pages, addrs, NULL, status, 0) != 0)
+		die(EXIT_SYSTEM, "move_pages() query failed: %s", strerror(errno));
+	for (size_t p = 0; p < pages; p++)
+		if (status[p] != node)
+			wrong++;
+	free(addrs);
+	free(status);
+	if (wrong)
+		die(EXIT_VERIFY, "ceiling: %ld of %zu pages of the node %d buffer are not on node %d",
+		    wrong, pages, node, node);
+	return buf;
+}
+
+/* One direction, one thread count: R timed copies of the whole buffer, split among T threads. */
+static void ceiling_run(const struct options *o, const char *direction, int threads,
+			const int *cpus, int n_cpus, const char *from, char *to, size_t len)
+{
+	pthread_barrier_t start, done;
+	struct copier *w = xcalloc((size_t)threads, sizeof(*w));
+	size_t chunk = len / (size_t)threads;
+
+	pthread_barrier_init(&start, NULL, (unsigned int)threads + 1);
+	pthread_barrier_init(&done, NULL, (unsigned int)threads + 1);
+	for (int t = 0; t < threads; t++) {
+		w[t].start = &start;
+		w[t].done = &done;
+		w[t].from = from + (size_t)t * chunk;
+		w[t].to = to + (size_t)t * chunk;
+		w[t].len = t == threads - 1 ? len - (size_t)t * chunk : chunk;
+		w[t].cpu = n_cpus ? cpus[t % n_cpus] : -1;
+		if (pthread_create(&w[t].thread, NULL, copier_main, &w[t]) != 0)
+			die(EXIT_SYSTEM, "pthread_create failed");
+	}
+	for (long r = -1; r < o->reps; r++) {   /* rep -1: a warm-up copy, not printed */
+		uint64_t t0, t1;
+
+		pthread_barrier_wait(&start);
+		t0 = now_ns(CLOCK_MONOTONIC);
+		pthread_barrier_wait(&done);
+		t1 = now_ns(CLOCK_MONOTONIC);
+		if (r < 0)
+			continue;
+		printf("{\"type\":\"ceiling\",\"direction\":\"%s\",\"threads\":%d,\"cpus\":%d,"
+		       "\"rep\":%ld,\"src_node\":%d,\"dst_node\":%d,\"bytes\":%zu,"
+		       "\"elapsed_ns\":%" PRIu64 ",\"gbps\":%.9g,\"placement_ok\":true,"
+		       "\"loopback\":%s}\n",
+		       direction, threads, n_cpus < threads ? n_cpus : threads, r, o->src, o->dst,
+		       len, t1 - t0, (double)len / (double)(t1 - t0), o->loopback ? "true" : "false");
+	}
+	for (int t = 0; t < threads; t++)
+		w[t].stop = true;
+	pthread_barrier_wait(&start);
+	for (int t = 0; t < threads; t++)
+		pthread_join(w[t].thread, NULL);
+	pthread_barrier_destroy(&start);
+	pthread_barrier_destroy(&done);
+	free(w);
+}
+
+static int ceiling(const struct options *o)
+{
+	long page_size = sysconf(_SC_PAGESIZE);
+	size_t len = (size_t)o->size_mib << 20;
+	int src_cpus[MAX_CPUS], dst_cpus[MAX_CPUS];
+	int n_src, n_dst, counts[64], n_counts = 0;
+	bool nodes[MAX_NODES];
+	const char *p = o->threads;
+	char *src_buf, *dst_buf;
+
+	while (*p) {
+		char *end;
+		long t = strtol(p, &end, 10);
+
+		if (end == p || t < 1 || t > 1024 || (*end && *end != ',') || n_counts == 64)
+			die(EXIT_USAGE, "--threads: a list of thread counts such as 1,2,4, got '%s'",
+			    o->threads);
+		counts[n_counts++] = (int)t;
+		p = *end ? end + 1 : end;
+	}
+	if (!o->loopback)
+		require_two_nodes(nodes, nodes_with_memory(nodes));
+	n_src = node_cpus(o->src, src_cpus, MAX_CPUS);
+	n_dst = node_cpus(o->dst, dst_cpus, MAX_CPUS);
+	src_buf = node_buffer(len, o->src, page_size);
+	dst_buf = node_buffer(len, o->dst, page_size);
+	for (int i = 0; i < n_counts; i++) {
+		/* push: the source node's CPUs pull the data across; pull: the destination's */
+		ceiling_run(o, "push", counts[i], src_cpus, n_src, src_buf, dst_buf, len);
+		ceiling_run(o, "pull", counts[i], dst_cpus, n_dst, src_buf, dst_buf, len);
+	}
+	munmap(src_buf, len);
+	munmap(dst_buf, len);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct ctx c;
@@ -849,10 +1201,13 @@ int main(int argc, char **argv)
 
 	memset(&c, 0, sizeof(c));
 	c.schedstat_fd = -1;
+	c.cgroup_stat_fd = -1;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	parse_args(argc, argv, &c.opt);
 	if (c.opt.check_host)
 		return check_host();
+	if (c.opt.ceiling)
+		return ceiling(&c.opt);
 
 	t_alloc = now_ns(CLOCK_MONOTONIC);
 	setup(&c);
@@ -860,6 +1215,7 @@ int main(int argc, char **argv)
 	write_pattern(&c);
 	t_populated = now_ns(CLOCK_MONOTONIC);
 	long bad_pages = 0, checked_pages = 0;
+	struct kthread_snapshot kt0 = {0}, kt1 = {0};
 
 	int cur_src = c.opt.src, cur_dst = c.opt.dst;
 	long not_on_src = folios_not_on(&c, cur_src);
@@ -871,7 +1227,8 @@ int main(int argc, char **argv)
 	for (long m = 0; m < moves; m++) {
 		struct cpu_snapshot cpu0, cpu1;
 		struct vm_snapshot vm0, vm1;
-		uint64_t t0, t1, th0, th1;
+		uint64_t t0, t1, th0, th1, acct0, acct1;
+		long long cg0, cg1;
 		char ts[64];
 		long ret, status_errors = 0, failed;
 		bool warm = m < c.opt.warmup;
@@ -885,16 +1242,23 @@ int main(int argc, char **argv)
 		for (long f = 0; f < c.opt.count; f++)
 			c.target_nodes[f] = cur_dst;
 
+		/* the widest snapshots outermost, the caller's own clocks innermost */
+		acct0 = now_ns(CLOCK_MONOTONIC);
+		snapshot_kthreads(&kt0);
 		snapshot_cpu(&c, &cpu0);
 		snapshot_vm(&c, &vm0);
+		cg0 = cgroup_usage_ns(&c);
 		th0 = now_ns(CLOCK_THREAD_CPUTIME_ID);
 		t0 = now_ns(CLOCK_MONOTONIC);
 		ret = move_pages(0, (unsigned long)c.opt.count, c.folio_addrs, c.target_nodes, c.status,
 				 MPOL_MF_MOVE);
 		t1 = now_ns(CLOCK_MONOTONIC);
 		th1 = now_ns(CLOCK_THREAD_CPUTIME_ID);
+		cg1 = cgroup_usage_ns(&c);
 		snapshot_vm(&c, &vm1);
 		snapshot_cpu(&c, &cpu1);
+		snapshot_kthreads(&kt1);
+		acct1 = now_ns(CLOCK_MONOTONIC);
 		if (ret < 0)
 			die(EXIT_SYSTEM, "move_pages() of %ld folios from node %d to %d failed: %s",
 			    c.opt.count, cur_src, cur_dst, strerror(errno));
@@ -935,6 +1299,14 @@ int main(int argc, char **argv)
 			print_delta("pgmigrate_mt_folios", vm0.mt_folios, vm1.mt_folios);
 			print_delta("pgmigrate_mt_works", vm0.mt_works, vm1.mt_works);
 			print_delta("pgmigrate_mt_fallbacks", vm0.mt_fallbacks, vm1.mt_fallbacks);
+			if (kt0.ok && kt1.ok)
+				printf(",\"kthread_cpu_ns\":%" PRIu64 ",\"kthreads\":%zu",
+				       kthread_delta(&kt0, &kt1), kt1.n);
+			else
+				printf(",\"kthread_cpu_ns\":null,\"kthreads\":null");
+			print_delta("cgroup_cpu_ns", cg0, cg1);
+			/* what the snapshots around the window cost (none of it inside the window) */
+			printf(",\"accounting_ns\":%" PRIu64, (acct1 - acct0) - (t1 - t0));
 			printf(",\"move_pages_ret\":%ld,\"status_errors\":%ld,\"warmup_moves\":%ld,"
 			       "\"base_page_size\":%ld,\"loopback\":%s,\"fresh_buffer\":%s,"
 			       "\"timestamp\":\"%s\"",
