@@ -3,6 +3,8 @@ plot, the provenance of the numbers and every warning."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 from html.parser import HTMLParser
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import results_fixture as fx
+from matplotlib import image as matplotlib_image
 from miglab.cli import main
 
 LAB_FACTS = {
@@ -90,10 +93,12 @@ def test_html_is_self_contained(report: Path) -> None:
     collector = _Collector()
     collector.feed(page)
     assert collector.external == []
-    assert collector.images == 8  # 4 throughput figures, 4 speedup heat maps
-    # 5 summary tables, 4 speedup tables, provenance: runs, hosts, kernels, loads,
-    # run metadata, lab facts, input files
-    assert collector.tables == 5 + 4 + 7
+    # 4 throughput figures, 4 speedup heat maps, 5 CPU-per-GB plots (no trade-off plot: the
+    # fixture has no load shares)
+    assert collector.images == 4 + 4 + 5
+    # 5 summary tables, 4 speedup tables, 5 cost tables, 1 crossover table, provenance:
+    # runs, hosts, kernels, loads, run metadata, lab facts, input files
+    assert collector.tables == 5 + 4 + 5 + 1 + 7
 
 
 def test_every_table_and_mark(report: Path) -> None:
@@ -153,7 +158,7 @@ def test_provenance(report: Path) -> None:
 def test_markdown_plots_exist(report: Path) -> None:
     markdown = (report / "report.md").read_text()
     links = re.findall(r"\]\((plots/[^)]+)\)", markdown)
-    assert len(links) == 16  # PNG and SVG of each plot
+    assert len(links) == 2 * 13  # PNG and SVG of each plot
     for link in links:
         assert (report / link).is_file()
 
@@ -172,3 +177,51 @@ def test_other_statistics(tmp_path: Path, statistic: str, speedups: bool) -> Non
     # medians are compared by bootstrap; min and max have no test, so no speedup section
     assert ("## Speedup over vanilla" in markdown) is speedups
     assert ("bootstrap" in markdown) is speedups
+
+
+def test_cost_crossover_and_ceiling_sections(tmp_path: Path) -> None:
+    """What a configuration costs, when it pays off and how close it gets to the ceiling, each
+    with its legend; the trade-off plot where a stress load measured the application; every
+    embedded image is a PNG that decodes, and nothing links outside the page."""
+    records = []
+    for config, mean, share in (("serial", 1.0, 0.88), ("mt_2", 2.0, 0.80)):
+        for count in (4, 16):
+            records += [
+                {**r, "schema": "miglab.sample/2", "kthread_cpu_ns": 2_000_000 if config == "mt_2"
+                 else 1000, "load_cpu_share": share, "load_cpu_share_baseline": 0.9}
+                for r in fx.cell_with_mean(fx.EPYC, fx.UNBOUND, "busy", config, "2M", count, mean)
+            ]  # fmt: skip
+    records += fx.Grid(fx.EPYC, fx.VANILLA, "busy", "2M", {"vanilla": {4: 1.0, 16: 1.0}}).records()
+    host_dir = tmp_path / "results" / "r2" / "epyc1"
+    fx.write_jsonl(host_dir / "samples.jsonl", records)
+    for variant in ("vanilla", "mt-unbound"):
+        path = host_dir / "variants" / variant / "ceiling-busy.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({
+            "schema": "miglab.ceiling/1", "run_id": "r2", "host": "epyc1",
+            "kernel_variant": variant, "load": "busy", "ok": True, "error": None,
+            "measurements": [{"direction": d, "threads": t, "cpus": t, "gbps": 4.0 * t,
+                              "placement_ok": True} for d in ("push", "pull") for t in (1, 2)],
+        }))  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["report", str(tmp_path / "results"), "-o", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    for heading in (
+        "Cost: CPU per GB and the application&#x27;s loss",
+        "Crossover",
+        "Relative to the copy ceiling",
+    ):
+        assert f"<h2>{heading}</h2>" in page, heading
+    assert "charged to nobody (the run time kernel threads gained" in page
+    assert "CPU per GB moved, 2MB THP with system_unbound_wq under load busy - host epyc1" in page
+    assert "Crossover - host epyc1" in page and "&gt;= 4 pages vs serial" in page
+    assert "% of the copy ceiling, push" in page
+    assert "throughput vs application loss" in page
+    markdown = (out / "report.md").read_text()
+    assert "app -11.1%" in markdown  # mt_2: (0.9 - 0.8) / 0.9 lost
+    collector = _Collector()
+    collector.feed(page)
+    assert collector.external == []
+    for data in re.findall(r'src="data:image/png;base64,([^"]+)"', page):
+        image = matplotlib_image.imread(io.BytesIO(base64.b64decode(data)), format="png")
+        assert image.shape[0] > 100 and image.shape[1] > 100

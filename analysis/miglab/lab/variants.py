@@ -26,7 +26,9 @@ OPTION = re.compile(r'^(CONFIG_)?[A-Za-z0-9_]+(=(y|m|n|-?[0-9]+|0x[0-9A-Fa-f]+|"
 UNSET = re.compile(r"^# CONFIG_[A-Za-z0-9_]+ is not set$")
 MAKE_TARGET = re.compile(r"^[A-Za-z0-9_.+-]+$")
 # What git may fetch from: a URL of these schemes or an absolute path (never an option).
-GIT_URL = re.compile(r"^(https?|git|ssh|file)://[^\s]+$|^/[^\s]*$|^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")
+GIT_URL = re.compile(
+    r"^(https?|git|ssh|file)://[^\s]+$|^/[^\s]*$|^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$"
+)
 GIT_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]{0,199}$")
 VARIANT_KEYS = {
     "name",

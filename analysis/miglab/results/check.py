@@ -48,7 +48,10 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not (
-            self.bad or self.duplicates or self.inconsistent or self.shortfalls
+            self.bad
+            or self.duplicates
+            or self.inconsistent
+            or self.shortfalls
             or self.sidecar_problems
         )
 
@@ -76,7 +79,9 @@ class CheckReport:
         return lines
 
 
-def check_plan(frame: pd.DataFrame, samples_file: Path, plan: Plan) -> tuple[list[PlanShortfall], list[str]]:
+def check_plan(
+    frame: pd.DataFrame, samples_file: Path, plan: Plan
+) -> tuple[list[PlanShortfall], list[str]]:
     """Shortfalls of the planned cells, and cells measured that the plan does not list."""
     selected = (frame["source"] == str(samples_file)) & (frame["run_id"] == plan.run_id)
     if plan.host is not None:
@@ -86,7 +91,9 @@ def check_plan(frame: pd.DataFrame, samples_file: Path, plan: Plan) -> tuple[lis
     usable = usable_samples(mine)
     totals: dict[tuple[object, ...], list[int]] = {}
     for values, ok in zip(mine[keys].itertuples(index=False, name=None), usable, strict=True):
-        key = tuple(int(v) if k == "page_count" else str(v) for k, v in zip(keys, values, strict=True))
+        key = tuple(
+            int(v) if k == "page_count" else str(v) for k, v in zip(keys, values, strict=True)
+        )
         counts = totals.setdefault(key, [0, 0])
         counts[0 if ok else 1] += 1
     shortfalls = []
@@ -124,7 +131,9 @@ def _jsonschema_pass(files: Sequence[Path]) -> list[BadRecord]:
 def check_results(paths: Iterable[str | Path], thorough: bool = False) -> CheckReport:
     files = find_sample_files(paths)
     samples: SampleSet = load_samples(files, skip_bad=True, allow_empty=True)
-    report = CheckReport(files=len(files), records=len(samples.frame), bad=list(samples.bad_records))
+    report = CheckReport(
+        files=len(files), records=len(samples.frame), bad=list(samples.bad_records)
+    )
     if thorough:
         known = {(record.path, record.line) for record in report.bad}
         report.bad += [

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from miglab.errors import ConfigError
+from miglab.results.ceiling import relative_to_ceiling
 from miglab.results.check import check_results
 from miglab.results.compare import (
     Comparison,
@@ -25,27 +26,40 @@ from miglab.results.compare import (
     select,
     speedups,
 )
+from miglab.results.cost import cost_tables, cost_text_tables, cost_to_dict
+from miglab.results.crossover import crossover_text_tables, crossover_to_dict, crossovers
 from miglab.results.export import EXPORT_FORMATS, ExportFormat, export_samples
 from miglab.results.load import SampleFilter, SampleSet, load_samples
-from miglab.results.plots import plot_speedup_heatmaps, plot_throughput
+from miglab.results.plots import (
+    plot_cpu_per_gb,
+    plot_speedup_heatmaps,
+    plot_throughput,
+    plot_tradeoff,
+)
 from miglab.results.render import FORMATS, Format, render_summary_tables, render_text_tables
 from miglab.results.report import write_report
+from miglab.results.sidecars import sidecars_for
 from miglab.results.stats import STATISTICS, StabilityRule, Statistic, Test
 from miglab.results.tables import VANILLA, build_tables
 
 
 def _split(values: list[str] | None) -> tuple[str, ...]:
     """Repeatable options that also take comma-separated lists."""
-    return tuple(part.strip() for value in values or [] for part in value.split(",") if part.strip())
+    return tuple(
+        part.strip() for value in values or [] for part in value.split(",") if part.strip()
+    )
 
 
 def _add_input(parser: argparse.ArgumentParser, nargs: str = "+") -> None:
     parser.add_argument(
-        "results", nargs=nargs, metavar="RESULTS",
+        "results",
+        nargs=nargs,
+        metavar="RESULTS",
         help="samples.jsonl files, or directories searched recursively for them",
     )
     parser.add_argument(
-        "--skip-bad", action="store_true",
+        "--skip-bad",
+        action="store_true",
         help="leave out records that are not valid sample records (and say how many) "
         "instead of refusing the input",
     )
@@ -57,7 +71,8 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--load", action="append", help="idle, busy or a configured load name")
     group.add_argument("--page-kind", action="append", help="base or a folio size such as 2M")
     group.add_argument(
-        "--variant", action="append",
+        "--variant",
+        action="append",
         help="kernel variant; tables keep the vanilla column as their reference",
     )
     group.add_argument("--run", action="append", help="run id")
@@ -66,21 +81,29 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
 def _add_statistics(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("statistics")
     group.add_argument(
-        "--stat", choices=STATISTICS, default="mean",
+        "--stat",
+        choices=STATISTICS,
+        default="mean",
         help="mean (default) = total bytes / total time of a cell's samples, as the thread's "
         "scripts compute it; amean = arithmetic mean of per-sample GB/s; median; min; max",
     )
     group.add_argument("--confidence", type=float, default=0.95, help="confidence level (0.95)")
     group.add_argument(
-        "--cv-threshold", type=float, default=0.15,
+        "--cv-threshold",
+        type=float,
+        default=0.15,
         help="coefficient of variation above which a cell is unstable (0.15)",
     )
     group.add_argument(
-        "--low-fraction", type=float, default=0.25,
+        "--low-fraction",
+        type=float,
+        default=0.25,
         help="a sample below this fraction of the cell's median makes it unstable (0.25)",
     )
     group.add_argument(
-        "--min-samples", type=int, default=3,
+        "--min-samples",
+        type=int,
+        default=3,
         help="fewer usable samples than this and a cell gets no verdict (3)",
     )
 
@@ -135,10 +158,18 @@ def run_table(args: argparse.Namespace) -> int:
         raise ConfigError("filters", "no samples match")
     statistic = cast(Statistic, args.stat)
     tables = build_tables(frame, statistic, rule, args.confidence)
+    if args.relative_to == "ceiling":
+        sidecars = sidecars_for(source.path for source in samples.sources)
+        tables = relative_to_ceiling(tables, sidecars, args.ceiling_direction)
     _write(
         render_summary_tables(
-            tables, cast(Format, args.format), rule, args.show_spread, _messages(samples),
-            statistic, args.show_noise,
+            tables,
+            cast(Format, args.format),
+            rule,
+            args.show_spread,
+            _messages(samples),
+            statistic,
+            args.show_noise,
         ),
         args.output,
     )
@@ -146,12 +177,17 @@ def run_table(args: argparse.Namespace) -> int:
 
 
 def _render_comparison(
-    comparison: Comparison, frame_for_sizes: Any, args: argparse.Namespace, as_ratio: bool,
+    comparison: Comparison,
+    frame_for_sizes: Any,
+    args: argparse.Namespace,
+    as_ratio: bool,
     preamble: list[str],
 ) -> str:
     page_sizes = {
         str(host): int(size)
-        for host, size in frame_for_sizes.groupby("host", observed=True)["base_page_size"].first().items()
+        for host, size in frame_for_sizes.groupby("host", observed=True)["base_page_size"]
+        .first()
+        .items()
     }
     statistic = comparison.statistic
     unit = f"x over {args.baseline}" if as_ratio else "change in % of GB/s"
@@ -178,7 +214,13 @@ def run_compare(args: argparse.Namespace) -> int:
         if frame.empty:
             raise ConfigError("filters", "no samples match")
         comparison = speedups(
-            frame, args.baseline, statistic, test, args.correction, args.alpha, args.confidence,
+            frame,
+            args.baseline,
+            statistic,
+            test,
+            args.correction,
+            args.alpha,
+            args.confidence,
             rule,
         )
         preamble = _messages(samples) + [
@@ -209,8 +251,16 @@ def run_compare(args: argparse.Namespace) -> int:
             assert shared is not None
             frames.append(select(_filter(args).apply(shared.frame), selection))
     comparison = compare_selections(
-        frames[0], frames[1], selection_a.text, selection_b.text, statistic, test,
-        args.correction, args.alpha, args.confidence, rule,
+        frames[0],
+        frames[1],
+        selection_a.text,
+        selection_b.text,
+        statistic,
+        test,
+        args.correction,
+        args.alpha,
+        args.confidence,
+        rule,
     )
     preamble = messages + [
         f"A = {selection_a.text}; B = {selection_b.text}; compared: "
@@ -218,6 +268,49 @@ def run_compare(args: argparse.Namespace) -> int:
     ]
     frame_for_sizes = frames[0] if not frames[0].empty else frames[1]
     _write(_render_comparison(comparison, frame_for_sizes, args, False, preamble), args.output)
+    return 0
+
+
+def run_cost(args: argparse.Namespace) -> int:
+    samples = _load(args)
+    frame = _filter(args).apply(samples.frame, keep_vanilla=True)
+    if frame.empty:
+        raise ConfigError("filters", "no samples match")
+    if not 0 < args.confidence < 1:
+        raise ConfigError("--confidence", "must be between 0 and 1")
+    tables = cost_tables(frame, args.confidence)
+    if args.format == "json":
+        document = {"messages": _messages(samples), "tables": cost_to_dict(tables)}
+        _write(json.dumps(document, indent=2) + "\n", args.output)
+        return 0
+    text = cost_text_tables(tables, args.show_spread)
+    _write(render_text_tables(text, cast(Format, args.format), _messages(samples)), args.output)
+    return 0
+
+
+def run_crossover(args: argparse.Namespace) -> int:
+    rule = _rule(args)
+    statistic = cast(Statistic, args.stat)
+    samples = _load(args)
+    frame = _filter(args).apply(samples.frame, keep_vanilla=True)
+    if frame.empty:
+        raise ConfigError("filters", "no samples match")
+    found = crossovers(
+        frame, statistic, cast(Test, args.test), args.correction, args.alpha, args.confidence,
+        rule,
+    )  # fmt: skip
+    if not found:
+        raise ConfigError("RESULTS", "no mt_N or dma_N cells next to serial or vanilla cells")
+    if args.format == "json":
+        document = {"messages": _messages(samples), "crossovers": crossover_to_dict(found)}
+        _write(json.dumps(document, indent=2) + "\n", args.output)
+        return 0
+    sizes = {
+        str(host): int(size)
+        for host, size in frame.groupby("host", observed=True)["base_page_size"].first().items()
+    }
+    text = crossover_text_tables(found, sizes, args.alpha, args.correction)
+    _write(render_text_tables(text, cast(Format, args.format), _messages(samples)), args.output)
     return 0
 
 
@@ -233,11 +326,15 @@ def run_plot(args: argparse.Namespace) -> int:
     if (frame["copy_config"] == VANILLA).any() and (frame["copy_config"] != VANILLA).any():
         if statistic in ("mean", "amean", "median"):
             test: Test = "bootstrap" if statistic == "median" else "welch"
-            comparison = speedups(frame, VANILLA, statistic, test, confidence=args.confidence, rule=rule)
+            comparison = speedups(
+                frame, VANILLA, statistic, test, confidence=args.confidence, rule=rule
+            )
             page_sizes = {table.key.host: table.base_page_size for table in tables}
             files += plot_speedup_heatmaps(
                 comparison_tables(comparison, page_sizes, "x over vanilla"), args.output
             )
+    costs = cost_tables(frame, args.confidence)
+    files += plot_tradeoff(costs, args.output) + plot_cpu_per_gb(costs, args.output)
     for file in files:
         print(f"{file.png}\n{file.svg}")
     return 0
@@ -250,7 +347,12 @@ def run_report(args: argparse.Namespace) -> int:
     if samples.frame.empty:
         raise ConfigError("filters", "no samples match")
     files = write_report(
-        samples, args.output, cast(Statistic, args.stat), rule, args.confidence, args.show_spread,
+        samples,
+        args.output,
+        cast(Statistic, args.stat),
+        rule,
+        args.confidence,
+        args.show_spread,
         args.show_noise,
     )
     print(f"{files.html}\n{files.markdown}")
@@ -290,7 +392,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     table = subparsers.add_parser(
-        "table", help="the thread's summary tables (GB/s), with noise made visible",
+        "table",
+        help="the thread's summary tables (GB/s), with noise made visible",
         description="One table per host, page kind, load and workqueue: rows = pages moved, "
         "columns = vanilla, serial, mt_N, dma_N.",
     )
@@ -300,14 +403,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     table.add_argument("--format", choices=FORMATS, default="markdown")
     table.add_argument("--show-spread", action="store_true", help="print each cell with its CI")
     table.add_argument(
-        "--show-noise", action="store_true",
+        "--show-noise",
+        action="store_true",
         help="print each cell's n, CV and min-max (JSON always has them)",
+    )
+    table.add_argument(
+        "--relative-to",
+        choices=("ceiling",),
+        help="ceiling: each cell as a percentage of the user-space copy ceiling at the same "
+        "thread count, host, load and variant (migbench --ceiling, measured by the sweep)",
+    )
+    table.add_argument(
+        "--ceiling-direction",
+        choices=("push", "pull"),
+        default="push",
+        help="the ceiling copied by source-node CPUs (push, the default) or destination-node "
+        "CPUs (pull), as the variant's vm.push_0_pull_1",
     )
     table.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     table.set_defaults(func=run_table)
 
     compare = subparsers.add_parser(
-        "compare", help="cell-by-cell change between two selections, with significance",
+        "compare",
+        help="cell-by-cell change between two selections, with significance",
         description="miglab compare A B RESULTS...: A and B are key=value[,key=value] "
         "selections (keys: host, load, kind, workqueue (none = unpatched), variant, config, "
         "run) or result paths. Cells show B's change relative to A. With --speedup: "
@@ -318,11 +436,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_filters(compare)
     _add_statistics(compare)
     compare.add_argument(
-        "--test", choices=("welch", "bootstrap"), default="welch",
+        "--test",
+        choices=("welch", "bootstrap"),
+        default="welch",
         help="Welch's t-test (default; mean and amean) or a bootstrap CI (also median)",
     )
     compare.add_argument(
-        "--correction", choices=("holm", "bh", "none"), default="holm",
+        "--correction",
+        choices=("holm", "bh", "none"),
+        default="holm",
         help="multiple-comparison correction across the compared cells (holm)",
     )
     compare.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
@@ -333,8 +455,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     compare.set_defaults(func=run_compare)
 
+    cost = subparsers.add_parser(
+        "cost",
+        help="CPU per GB moved (charged to the caller / to nobody) and the application's loss",
+        description="Per host, page kind, load and workqueue: rows = pages moved, columns = "
+        "copy configs; each cell: CPU ms per GB charged to the caller / charged to nobody "
+        "(kernel threads), and under a stress load the application's throughput lost.",
+    )
+    _add_input(cost)
+    _add_filters(cost)
+    cost.add_argument("--confidence", type=float, default=0.95, help="confidence level (0.95)")
+    cost.add_argument("--format", choices=FORMATS, default="markdown")
+    cost.add_argument("--show-spread", action="store_true", help="print each CPU figure's CI")
+    cost.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    cost.set_defaults(func=run_cost)
+
+    crossover = subparsers.add_parser(
+        "crossover",
+        help="from which page count each config is significantly faster than serial",
+        description="Per host, page kind and load: for each copy config the smallest page count "
+        "from which it is significantly faster than serial (and than vanilla) at that count "
+        "and every larger one, or never.",
+    )
+    _add_input(crossover)
+    _add_filters(crossover)
+    _add_statistics(crossover)
+    crossover.add_argument("--test", choices=("welch", "bootstrap"), default="welch",
+                           help="as for compare")  # fmt: skip
+    crossover.add_argument("--correction", choices=("holm", "bh", "none"), default="holm",
+                           help="as for compare")  # fmt: skip
+    crossover.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
+    crossover.add_argument("--format", choices=FORMATS, default="markdown")
+    crossover.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    crossover.set_defaults(func=run_crossover)
+
     plot = subparsers.add_parser(
-        "plot", help="GB/s vs pages (PNG and SVG) and speedup heat maps",
+        "plot",
+        help="GB/s vs pages (PNG and SVG), speedup heat maps, trade-off and CPU plots",
     )
     _add_input(plot)
     _add_filters(plot)
@@ -343,7 +500,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plot.set_defaults(func=run_plot)
 
     report = subparsers.add_parser(
-        "report", help="one self-contained HTML page (and Markdown): tables, plots, provenance",
+        "report",
+        help="one self-contained HTML page (and Markdown): tables, plots, provenance",
     )
     _add_input(report)
     _add_filters(report)
@@ -354,17 +512,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.set_defaults(func=run_report)
 
     check = subparsers.add_parser(
-        "check", help="validate sample records (file:line), duplicates, cells missing vs the plan",
+        "check",
+        help="validate sample records (file:line), duplicates, cells missing vs the plan",
     )
     check.add_argument("results", nargs="+", metavar="RESULTS")
     check.add_argument(
-        "--thorough", action="store_true",
+        "--thorough",
+        action="store_true",
         help="also run every record through jsonschema itself (slow: ~0.25 ms per record)",
     )
     check.set_defaults(func=run_check)
 
     summary = subparsers.add_parser(
-        "summary", help="a run's tables as plain text and its HTML report (what site.yml ends with)",
+        "summary",
+        help="a run's tables as plain text and its HTML report (what site.yml ends with)",
         description="Prints every table of results/<run_id>/ as aligned text, writes the HTML and "
         "Markdown report to RUN_DIR/report/ (or -o) and prints the report's path last.",
     )

@@ -80,8 +80,10 @@ def parse_selection(text: str) -> Selection:
         path = Path(text)
         if not path.exists():
             raise ConfigError(
-                text, "neither key=value[,key=value] (keys: "
-                + ", ".join(sorted(SELECTION_KEYS)) + ") nor an existing results path"
+                text,
+                "neither key=value[,key=value] (keys: "
+                + ", ".join(sorted(SELECTION_KEYS))
+                + ") nor an existing results path",
             )
         return Selection(text, (), path)
     criteria: list[tuple[str, str | None]] = []
@@ -90,7 +92,8 @@ def parse_selection(text: str) -> Selection:
         key = key.strip()
         if not sep or key not in SELECTION_KEYS:
             raise ConfigError(
-                text, f"{part!r}: expected key=value with key one of {', '.join(sorted(SELECTION_KEYS))}"
+                text,
+                f"{part!r}: expected key=value with key one of {', '.join(sorted(SELECTION_KEYS))}",
             )
         column = SELECTION_KEYS[key]
         value = value.strip()
@@ -110,7 +113,9 @@ def select(frame: pd.DataFrame, selection: Selection) -> pd.DataFrame:
 
 def _key_values(frame: pd.DataFrame, column: str) -> set[object]:
     values = frame[column]
-    found: set[object] = {str(v) if column != "page_count" else int(v) for v in values.dropna().unique()}
+    found: set[object] = {
+        str(v) if column != "page_count" else int(v) for v in values.dropna().unique()
+    }
     if values.isna().any():
         found.add(None)
     return found
@@ -191,7 +196,9 @@ def check_test(statistic: Statistic, test: Test) -> None:
     if statistic in ("min", "max"):
         raise ConfigError("--stat", f"comparisons support mean, amean and median, not {statistic}")
     if test == "welch" and statistic == "median":
-        raise ConfigError("--test", "Welch's t-test compares means; use --test bootstrap for median")
+        raise ConfigError(
+            "--test", "Welch's t-test compares means; use --test bootstrap for median"
+        )
 
 
 def _pooled_vanilla(frame: pd.DataFrame) -> pd.DataFrame:
@@ -340,7 +347,12 @@ def speedups(
         if baseline == VANILLA:
             baseline_index[base] = key
     result = Comparison(
-        f"copy_config={baseline}", "each copy config", statistic, test, correction, alpha,
+        f"copy_config={baseline}",
+        "each copy config",
+        statistic,
+        test,
+        correction,
+        alpha,
         ["copy_config"],
     )
     for key, positions in groups.items():
@@ -561,7 +573,10 @@ def comparison_text_tables(
     for table in tables:
         rows = [
             [str(count)]
-            + [change_text(table.cell(count, config), show_spread, as_ratio) for config in table.configs]
+            + [
+                change_text(table.cell(count, config), show_spread, as_ratio)
+                for config in table.configs
+            ]
             for count in table.page_counts
         ]
         notes = comparison_notes(comparison, table, as_ratio)
@@ -590,7 +605,8 @@ def comparison_to_dict(
             "ratio": _json_number(difference.ratio) if difference else None,
             "change_percent": _json_number(difference.change_percent) if difference else None,
             "ratio_ci": [_json_number(difference.ci_low), _json_number(difference.ci_high)]
-            if difference else None,
+            if difference
+            else None,
             "p_value": _json_number(difference.p_value) if difference else None,
             "p_adjusted": _json_number(cell.p_adjusted),
             "significant": cell.significant,
@@ -614,7 +630,9 @@ def comparison_to_dict(
                 "rows": [
                     {
                         "pages": count,
-                        "cells": {config: cell_dict(table.cell(count, config)) for config in table.configs},
+                        "cells": {
+                            config: cell_dict(table.cell(count, config)) for config in table.configs
+                        },
                     }
                     for count in table.page_counts
                 ],

@@ -458,7 +458,9 @@ def _read_fast(path: Path, source: pa.Array) -> _FileResult:
             for number in (int(n) for chunk in null_rows[spec.name] for n in chunk):
                 if _key_present(lines.raw(number), spec.name) != spec.required:
                     missing_keys.add(number)
-        bad = [BadRecord(path, n, _problems_for(lines.text(n))) for n in sorted(wanted | missing_keys)]
+        bad = [
+            BadRecord(path, n, _problems_for(lines.text(n))) for n in sorted(wanted | missing_keys)
+        ]
     finally:
         lines.close()
     table = pa.concat_tables(batches) if batches else sample_table_schema().empty_table()
@@ -565,7 +567,11 @@ def find_duplicates(frame: pd.DataFrame) -> tuple[list[BadRecord], np.ndarray]:
         first = f"{places[0][0]}:{places[0][1]}"
         for source, line in places[1:]:
             found.append(
-                BadRecord(Path(str(source)), int(line), (f"duplicate sample (same cell and rep as {first})",))
+                BadRecord(
+                    Path(str(source)),
+                    int(line),
+                    (f"duplicate sample (same cell and rep as {first})",),
+                )
             )
     found.sort(key=lambda record: (str(record.path), record.line))
     return found, ~later
@@ -623,7 +629,9 @@ def load_samples(
         bad.extend(result.bad)
         if result.table.num_rows == 0 and not result.bad:
             bad.append(BadRecord(path, 0, ("no records in this file",)))
-        sources.append(SourceFile(path, result.table.num_rows, len(result.bad), result.line_by_line))
+        sources.append(
+            SourceFile(path, result.table.num_rows, len(result.bad), result.line_by_line)
+        )
     frame = to_frame(tables)
     inconsistent, consistent = find_inconsistencies(frame)
     if not consistent.all():
@@ -635,7 +643,9 @@ def load_samples(
     if samples.rejected and not skip_bad:
         raise CorruptInputError(sorted(samples.rejected, key=lambda r: (str(r.path), r.line)))
     if frame.empty and not allow_empty:
-        raise ConfigError(", ".join(str(path) for path in files), "no usable records in these files")
+        raise ConfigError(
+            ", ".join(str(path) for path in files), "no usable records in these files"
+        )
     return samples
 
 

@@ -1,4 +1,5 @@
-"""Plots as PNG and SVG: throughput vs page count, and speedup heat maps.
+"""Plots as PNG and SVG: throughput vs page count, speedup heat maps, throughput vs the
+application's loss (with the Pareto front) and CPU per GB moved (charged / charged to nobody).
 
 Figures are built on matplotlib.figure.Figure directly (no pyplot state), rendered by the
 Agg and SVG backends. Every plotted series carries an SVG id `series-<panel>-<config>` so
@@ -21,6 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from miglab.results.compare import ComparisonTable, change_text
+from miglab.results.cost import CostTable, pareto_front, tradeoff_points
 from miglab.results.tables import (
     SummaryTable,
     load_order,
@@ -43,7 +45,7 @@ _METADATA_PNG = {"Software": "miglab"}
 
 @dataclass(frozen=True)
 class PlotFile:
-    kind: str  # "throughput" or "speedup"
+    kind: str  # "throughput", "speedup", "tradeoff" or "cpu"
     title: str
     png: Path
     svg: Path
@@ -96,7 +98,9 @@ def plot_throughput(
             statistic = group[0].statistic
             width = 4.2 * len(group) + 0.8
             figure.suptitle(
-                textwrap.fill(f"{title}: {statistic} GB/s, {confidence:.0%} CI bands", int(width * 9)),
+                textwrap.fill(
+                    f"{title}: {statistic} GB/s, {confidence:.0%} CI bands", int(width * 9)
+                ),
                 fontsize=10,
             )
             axes[0].set_ylabel(f"{statistic} GB/s")
@@ -134,14 +138,24 @@ def _throughput_panel(axis: Axes, table: SummaryTable) -> int:
         band = ~(np.isnan(low) | np.isnan(high))
         if band.any():
             axis.fill_between(
-                x, np.where(band, low, y), np.where(band, high, y), color=color, alpha=0.15,
-                linewidth=0, gid=_slug("band", table.key.load, config),
+                x,
+                np.where(band, low, y),
+                np.where(band, high, y),
+                color=color,
+                alpha=0.15,
+                linewidth=0,
+                gid=_slug("band", table.key.load, config),
             )
         unstable = np.array([cell.unstable for _, cell in points])
         if unstable.any():
             axis.plot(
-                x[unstable], y[unstable], linestyle="none", marker="x", markersize=7,
-                color=color, gid=_slug("unstable", table.key.load, config),
+                x[unstable],
+                y[unstable],
+                linestyle="none",
+                marker="x",
+                markersize=7,
+                color=color,
+                gid=_slug("unstable", table.key.load, config),
             )
         plotted += 1
     axis.set_xscale("log", base=2)
@@ -185,15 +199,25 @@ def plot_speedup_heatmaps(
             for row, config in enumerate(configs):
                 # one image per config row: each series is its own SVG element
                 image = axis.imshow(
-                    np.ma.masked_invalid(ratios[row : row + 1]), cmap=cmap, norm=norm,
-                    aspect="auto", extent=(-0.5, len(counts) - 0.5, row + 0.5, row - 0.5),
+                    np.ma.masked_invalid(ratios[row : row + 1]),
+                    cmap=cmap,
+                    norm=norm,
+                    aspect="auto",
+                    extent=(-0.5, len(counts) - 0.5, row + 0.5, row - 0.5),
                     gid=_slug("series", "speedup", config),
                 )
                 for column in range(len(counts)):
                     value = ratios[row, column]
                     dark = np.isfinite(value) and value > 0 and abs(np.log2(value)) > 0.6 * extent
-                    axis.text(column, row, labels[row][column] or "-", ha="center",
-                              va="center", fontsize=7, color="white" if dark else "black")
+                    axis.text(
+                        column,
+                        row,
+                        labels[row][column] or "-",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if dark else "black",
+                    )
             axis.set_xlim(-0.5, len(counts) - 0.5)
             axis.set_ylim(len(configs) - 0.5, -0.5)
             axis.set_xticks(range(len(counts)), [str(count) for count in counts])
@@ -204,10 +228,100 @@ def plot_speedup_heatmaps(
                 figure.colorbar(image, ax=axis, label=f"ratio over {baseline} (* significant)")
         identity = table.identity
         stem = _slug(
-            "speedup", str(identity["host"]), str(identity["page_kind"]), str(identity["load"]),
+            "speedup",
+            str(identity["host"]),
+            str(identity["page_kind"]),
+            str(identity["load"]),
             str(identity["workqueue"] or "none"),
             str(identity["kernel_variant"]) if " - variant " in table.title else None,
         )
         png, svg = _save(figure, out_dir, stem)
         files.append(PlotFile("speedup", table.title, png, svg, len(configs)))
+    return files
+
+
+def plot_tradeoff(tables: Sequence[CostTable], out_dir: Path) -> list[PlotFile]:
+    """Under each stress load: migration throughput against the application's loss, one point
+    per copy configuration and page count, the Pareto front drawn (nothing beats a point on
+    it in both)."""
+    files = []
+    palette = matplotlib.colormaps["tab10"]
+    for table in tables:
+        points = tradeoff_points(table)
+        if not points:
+            continue
+        with matplotlib.rc_context(_RC):  # type: ignore[arg-type]
+            figure = Figure(figsize=(6.0, 4.2), layout="constrained")
+            axis = figure.subplots()
+            for index, config in enumerate(table.configs):
+                mine = [p for p in points if p.copy_config == config]
+                if not mine:
+                    continue
+                axis.scatter(
+                    [p.app_loss_percent for p in mine], [p.gbps for p in mine],
+                    color=palette(index % 10), label=config, gid=f"series-tradeoff-{config}",
+                )  # fmt: skip
+                for p in mine:
+                    axis.annotate(
+                        str(p.page_count), (p.app_loss_percent, p.gbps), fontsize=6,
+                        xytext=(3, 2), textcoords="offset points",
+                    )  # fmt: skip
+            front = [
+                points[i] for i in pareto_front([(p.app_loss_percent, p.gbps) for p in points])
+            ]
+            axis.plot(
+                [p.app_loss_percent for p in front], [p.gbps for p in front], color="black",
+                linewidth=1, linestyle="--", label="Pareto front", gid="series-tradeoff-front",
+            )  # fmt: skip
+            axis.set_xlabel("application throughput lost (%)")
+            axis.set_ylabel("migration GB/s (mean)")
+            kind = page_kind_label(table.page_kind, table.base_page_size)
+            title = (
+                f"{kind}{workqueue_phrase(table.workqueue)}{load_phrase(table.load)} - "
+                f"host {table.host}: throughput vs application loss (labels: pages)"
+            )
+            figure.suptitle(textwrap.fill(title, 70), fontsize=9)
+            axis.legend(fontsize=7)
+        stem = _slug("tradeoff", table.host, table.page_kind, table.load, table.workqueue or "none")
+        png, svg = _save(figure, out_dir, stem)
+        files.append(PlotFile("tradeoff", title, png, svg, len(table.configs) + 1))
+    return files
+
+
+def plot_cpu_per_gb(tables: Sequence[CostTable], out_dir: Path) -> list[PlotFile]:
+    """CPU ms per GB moved, one stacked bar per configuration and page count: charged to the
+    caller below, charged to nobody (kernel threads) on top."""
+    files = []
+    for table in tables:
+        bars = [
+            (count, config, table.cells[(count, config)])
+            for count in table.page_counts
+            for config in table.configs
+            if (count, config) in table.cells and not table.cells[(count, config)].charged.missing
+        ]
+        if not bars:
+            continue
+        with matplotlib.rc_context(_RC):  # type: ignore[arg-type]
+            figure = Figure(figsize=(max(4.0, 0.45 * len(bars) + 1.5), 4.2), layout="constrained")
+            axis = figure.subplots()
+            x = np.arange(len(bars))
+            charged = np.array([cell.charged.mean for _, _, cell in bars])
+            uncharged = np.array([cell.uncharged.mean for _, _, cell in bars])
+            uncharged_known = np.where(np.isnan(uncharged), 0.0, uncharged)
+            axis.bar(x, charged, color="#4c72b0", label="charged to the caller",
+                     gid="series-cpu-charged")  # fmt: skip
+            axis.bar(x, uncharged_known, bottom=charged, color="#dd8452",
+                     label="charged to nobody (kernel threads)", gid="series-cpu-uncharged")  # fmt: skip
+            axis.set_xticks(x, [f"{config}\n{count}" for count, config, _ in bars], fontsize=6)
+            axis.set_ylabel("CPU ms per GB moved")
+            kind = page_kind_label(table.page_kind, table.base_page_size)
+            title = (
+                f"{kind}{workqueue_phrase(table.workqueue)}{load_phrase(table.load)} - "
+                f"host {table.host}: CPU per GB (config / pages)"
+            )
+            figure.suptitle(textwrap.fill(title, 70), fontsize=9)
+            axis.legend(fontsize=7)
+        stem = _slug("cpu", table.host, table.page_kind, table.load, table.workqueue or "none")
+        png, svg = _save(figure, out_dir, stem)
+        files.append(PlotFile("cpu", title, png, svg, 2))
     return files

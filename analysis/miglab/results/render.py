@@ -64,8 +64,7 @@ def _text(table: TextTable) -> str:
     parts = [table.title, ""]
     for cells in [table.header, *table.rows]:
         parts.append(
-            "  ".join(cell.rjust(width) for cell, width in zip(cells, widths, strict=True))
-            .rstrip()
+            "  ".join(cell.rjust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
         )
     if table.notes:
         parts.append("")
@@ -84,7 +83,9 @@ def _csv(table: TextTable) -> str:
     return buffer.getvalue()
 
 
-def render_text_tables(tables: Sequence[TextTable], fmt: Format, preamble: Sequence[str] = ()) -> str:
+def render_text_tables(
+    tables: Sequence[TextTable], fmt: Format, preamble: Sequence[str] = ()
+) -> str:
     """Tables in markdown, text or csv, separated by blank lines; preamble lines first."""
     renderer = {"markdown": _markdown, "text": _text, "csv": _csv}[fmt]
     blocks = []
@@ -113,9 +114,7 @@ def _spread(cell: Cell, statistic: str) -> str:
 
 def _noise(cell: Cell) -> str:
     cv = "-" if math.isnan(cell.cv) else format_percent(cell.cv)
-    return (
-        f" (n={cell.n}, CV {cv}, {format_gbps(cell.minimum)}-{format_gbps(cell.maximum)})"
-    )
+    return f" (n={cell.n}, CV {cv}, {format_gbps(cell.minimum)}-{format_gbps(cell.maximum)})"
 
 
 def summary_cell_text(
@@ -241,7 +240,9 @@ def summary_table_to_dict(table: SummaryTable, rule: StabilityRule) -> dict[str,
         cells: dict[str, Any] = {}
         for config in table.configs:
             cell = table.usable_cell(count, config)
-            cells[config] = None if cell is None else {**cell_to_dict(cell), "clamped": cell.clamped(config)}
+            cells[config] = (
+                None if cell is None else {**cell_to_dict(cell), "clamped": cell.clamped(config)}
+            )
         rows.append({"pages": count, "cells": cells})
     return {
         "title": table.title,

@@ -24,7 +24,9 @@ import miglab_host
 
 # The version this miglab writes, and every version it reads (the schema's own enum).
 SAMPLE_SCHEMA_ID = miglab_host.SAMPLE_SCHEMA
-SAMPLE_SCHEMA_IDS: tuple[str, ...] = tuple(miglab_host.sample_schema()["properties"]["schema"]["enum"])
+SAMPLE_SCHEMA_IDS: tuple[str, ...] = tuple(
+    miglab_host.sample_schema()["properties"]["schema"]["enum"]
+)
 
 FieldKind = Literal["string", "integer", "number", "boolean"]
 
@@ -251,7 +253,9 @@ def parse_json_line(text: str) -> Any:
 def _validator() -> jsonschema.protocols.Validator:
     format_checker = jsonschema.FormatChecker(formats=())
     # format keywords apply only to strings; other types are the "type" keyword's business
-    format_checker.checks("date-time")(lambda value: not isinstance(value, str) or is_date_time(value))
+    format_checker.checks("date-time")(
+        lambda value: not isinstance(value, str) or is_date_time(value)
+    )
     validator_class = jsonschema.validators.validator_for(sample_schema())
     validator: jsonschema.protocols.Validator = validator_class(
         sample_schema(), format_checker=format_checker

@@ -5,6 +5,9 @@
 - run-meta.json: knob values, stress-ng settings, variant and migbench build identity
   (any JSON object; shown as key/value).
 
+- variants/<variant>/ceiling-<load>.json (`miglab.ceiling/1`): the user-space copy ceiling
+  between the host's nodes under that load, per direction and thread count.
+
 All are optional: analysis works from samples.jsonl alone. Their shapes are documented in
 docs/analysis.md.
 """
@@ -23,6 +26,9 @@ PLAN_SCHEMA_ID = "miglab.plan/1"
 PLAN_FILE = "plan.json"
 LAB_FACTS_FILE = "lab-facts.json"
 RUN_META_FILE = "run-meta.json"
+
+CEILING_SCHEMA_ID = "miglab.ceiling/1"
+CEILING_DIRECTIONS = ("push", "pull")
 
 PLAN_CELL_FIELDS: dict[str, type] = {
     "cell_id": str,
@@ -89,7 +95,9 @@ def read_plan(path: Path) -> Plan:
     beside it)."""
     data = read_json_object(path)
     if data.get("schema") != PLAN_SCHEMA_ID:
-        raise ConfigError(f"{path}: schema", f"expected {PLAN_SCHEMA_ID!r}, got {data.get('schema')!r}")
+        raise ConfigError(
+            f"{path}: schema", f"expected {PLAN_SCHEMA_ID!r}, got {data.get('schema')!r}"
+        )
     definition = data.get("definition")
     if not isinstance(definition, dict):
         definition = {}
@@ -118,6 +126,78 @@ def read_plan(path: Path) -> Plan:
     return Plan(path, data["run_id"], data.get("host"), repetitions, tuple(cells))
 
 
+@dataclass(frozen=True)
+class CeilingMeasurement:
+    direction: str  # push: source-node CPUs copy; pull: destination-node CPUs
+    threads: int
+    cpus: int  # distinct CPUs the threads ran on (fewer than threads on a small node)
+    gbps: float
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """What one host could copy between its nodes from user space, under one load, while one
+    kernel variant ran (variants/<variant>/ceiling-<load>.json)."""
+
+    path: Path
+    run_id: str
+    host: str
+    kernel_variant: str
+    load: str
+    ok: bool
+    error: str | None
+    measurements: tuple[CeilingMeasurement, ...]
+
+
+CEILING_FIELDS: dict[str, type] = {"run_id": str, "host": str, "kernel_variant": str, "load": str}
+
+
+def read_ceiling(path: Path) -> Ceiling:
+    data = read_json_object(path)
+    if data.get("schema") != CEILING_SCHEMA_ID:
+        raise ConfigError(
+            f"{path}: schema", f"expected {CEILING_SCHEMA_ID!r}, got {data.get('schema')!r}"
+        )
+    for key, expected in CEILING_FIELDS.items():
+        if not _is_type(data.get(key), expected):
+            raise ConfigError(f"{path}: {key}", f"missing or not a {expected.__name__}")
+    if not isinstance(data.get("ok"), bool):
+        raise ConfigError(f"{path}: ok", "missing or not a bool")
+    if not _is_type(data.get("measurements"), list):
+        raise ConfigError(f"{path}: measurements", "missing or not a list")
+    measurements = []
+    for index, item in enumerate(data["measurements"]):
+        where = f"{path}: measurements[{index}]"
+        if not isinstance(item, dict):
+            raise ConfigError(where, "expected an object")
+        if item.get("direction") not in CEILING_DIRECTIONS:
+            raise ConfigError(f"{where}.direction", "must be 'push' or 'pull'")
+        for key in ("threads", "cpus"):
+            if not _is_type(item.get(key), int) or item[key] < 1:
+                raise ConfigError(f"{where}.{key}", "missing or not an integer >= 1")
+        gbps = item.get("gbps")
+        if isinstance(gbps, bool) or not isinstance(gbps, int | float) or not gbps > 0:
+            raise ConfigError(f"{where}.gbps", "missing or not a positive number")
+        if item.get("placement_ok") is not True:
+            raise ConfigError(
+                f"{where}.placement_ok", "the buffers' node placement was not verified"
+            )
+        measurements.append(
+            CeilingMeasurement(item["direction"], item["threads"], item["cpus"], float(gbps))
+        )
+    error = data.get("error")
+    return Ceiling(
+        path,
+        data["run_id"],
+        data["host"],
+        data["kernel_variant"],
+        data["load"],
+        data["ok"],
+        str(error) if error is not None else None,
+        tuple(measurements),
+    )
+
+
 @dataclass
 class Sidecars:
     """What lies beside one samples.jsonl; `problems` lists sidecar files that could not be
@@ -127,6 +207,7 @@ class Sidecars:
     plans: list[Plan] = field(default_factory=list)
     lab_facts: dict[str, Any] | None = None
     run_meta: dict[str, Any] | None = None
+    ceilings: list[Ceiling] = field(default_factory=list)
     problems: tuple[str, ...] = ()
 
 
@@ -149,6 +230,11 @@ def sidecars_for(sample_files: Iterable[Path]) -> list[Sidecars]:
         for path in plan_paths(directory):
             try:
                 sidecars.plans.append(read_plan(path))
+            except ConfigError as error:
+                problems.append(str(error))
+        for path in sorted(directory.glob("variants/*/ceiling-*.json")):
+            try:
+                sidecars.ceilings.append(read_ceiling(path))
             except ConfigError as error:
                 problems.append(str(error))
         for name in (LAB_FACTS_FILE, RUN_META_FILE):
@@ -181,7 +267,9 @@ def numa_shape(lab_facts: dict[str, Any]) -> str:
         cpus = node.get("cpus")
         cpu_text = f"{len(cpus)} CPUs" if isinstance(cpus, list) else "? CPUs"
         memory = node.get("memory_bytes")
-        memory_text = f"{memory / (1 << 30):.1f} GiB" if isinstance(memory, int | float) else "? GiB"
+        memory_text = (
+            f"{memory / (1 << 30):.1f} GiB" if isinstance(memory, int | float) else "? GiB"
+        )
         parts.append(f"node {node.get('node', '?')}: {cpu_text}, {memory_text}")
     return f"{len(parts)} node(s): " + "; ".join(parts)
 

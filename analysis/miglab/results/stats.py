@@ -74,9 +74,7 @@ class StabilityRule:
     min_samples: int = 3
 
     def describe(self) -> str:
-        return (
-            f"CV > {self.cv_threshold:.0%} or a sample < {self.low_fraction:.0%} of the median"
-        )
+        return f"CV > {self.cv_threshold:.0%} or a sample < {self.low_fraction:.0%} of the median"
 
 
 def usable_samples(frame: pd.DataFrame) -> np.ndarray:

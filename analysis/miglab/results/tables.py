@@ -150,6 +150,8 @@ class SummaryTable:
     runs: list[str]
     vanilla_variants: list[str] = field(default_factory=list)
     patched_variants: list[str] = field(default_factory=list)
+    # notes that come first, e.g. what the cells are relative to
+    preface: list[str] = field(default_factory=list)
 
     def cell(self, page_count: int, config: str) -> Cell | None:
         """None when the cell has no samples at all; a Cell with n == 0 when every sample
@@ -218,6 +220,7 @@ class SummaryTable:
                 f" {CLAMPED_MARK} fewer copy threads than N ran (the copying node has fewer "
                 "CPUs): the cell's effective threads are in a note."
             )
+        notes = [*self.preface, *notes]
         if len(self.vanilla_variants) > 1:
             notes.append("The vanilla column pools kernels " + ", ".join(self.vanilla_variants))
         if len(self.runs) > 1:
@@ -436,7 +439,10 @@ def build_tables(
         keyed = [
             (
                 TableKey(
-                    host, page_kind, load, workqueue,
+                    host,
+                    page_kind,
+                    load,
+                    workqueue,
                     variant if variants_per_wq[workqueue] > 1 else None,
                 ),
                 groups[(workqueue, variant)],
@@ -453,7 +459,12 @@ def build_tables(
                 SummaryTable(
                     key=key,
                     title=table_title(
-                        page_kind, base_page_size, key.workqueue, load, host, statistic,
+                        page_kind,
+                        base_page_size,
+                        key.workqueue,
+                        load,
+                        host,
+                        statistic,
                         variant=key.variant,
                     ),
                     statistic=statistic,

@@ -65,7 +65,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = vlab.add_subparsers(dest="vlab_command", required=True, metavar="ACTION")
     for name, handler, text in (
         ("reset", reset, "the reset button (QMP system_reset; the power supply cold-boots it)"),
-        ("power-cycle", power_cycle, "power off and on: the power supply restarts qemu (a cold boot)"),
+        (
+            "power-cycle",
+            power_cycle,
+            "power off and on: the power supply restarts qemu (a cold boot)",
+        ),
         ("poweroff", poweroff, "power off and clean up the pid file and socket"),
         ("state", state, "running or not, with QMP's status, as JSON"),
         ("console", console, "print the tail of the serial console log"),

@@ -236,9 +236,7 @@ def launch(argv: list[str], paths: GuestPaths, timeout: float = 30.0) -> int:
     if supply.poll() is None:
         supply.terminate()
     supply.wait()
-    raise MiglabError(
-        f"guest {paths.directory.name}: qemu did not start; {power_log_tail(paths)}"
-    )
+    raise MiglabError(f"guest {paths.directory.name}: qemu did not start; {power_log_tail(paths)}")
 
 
 def start(guest: Guest, paths: GuestPaths, accel: str, ovmf_code: str) -> bool:
@@ -313,9 +311,7 @@ def power_cycle(paths: GuestPaths, timeout: float = 30.0) -> int:
         if power_supply_pid(paths) is None:
             break
         time.sleep(0.1)
-    raise MiglabError(
-        f"{paths.directory.name}: qemu did not start again; {power_log_tail(paths)}"
-    )
+    raise MiglabError(f"{paths.directory.name}: qemu did not start again; {power_log_tail(paths)}")
 
 
 def running_accel(pid: int) -> str | None:
