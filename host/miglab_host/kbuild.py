@@ -530,6 +530,7 @@ def apply_patches(tree: Path, variant: str, patches: Sequence[Patch]) -> str:
             # Only files that differ between the branches are rewritten (and recompiled).
             git(tree, "checkout", "--quiet", "--force", branch)
         return git(tree, "rev-parse", "HEAD").stdout.strip()
+    kept = unchanged_file_times(tree)
     reset_to_pristine(tree)
     for number, patch in enumerate(patches, start=1):
         data = patch.data()
@@ -556,9 +557,39 @@ def apply_patches(tree: Path, variant: str, patches: Sequence[Patch]) -> str:
                 f"The source tree was reset to pristine."
             )
     git(tree, "checkout", "--quiet", "-B", branch)
+    restore_file_times(tree, kept)
     branches[branch] = digest
     write_atomic(record, json.dumps(branches, indent=1, sort_keys=True))
     return git(tree, "rev-parse", "HEAD").stdout.strip()
+
+
+def unchanged_file_times(tree: Path) -> dict[str, tuple[str, int]]:
+    """Before a new variant's branch is made from pristine: the files the current checkout
+    has changed from pristine, with their blob and mtime. The reset to pristine rewrites them
+    and the patches may write them back as they were (another variant of the same series):
+    make would then rebuild all that includes them (vm_event_item.h: nearly everything)."""
+    changed = git(tree, "diff", "--name-only", "-z", PRISTINE_TAG, "HEAD").stdout.split("\0")
+    out: dict[str, tuple[str, int]] = {}
+    for path in filter(None, changed):
+        blob = git(tree, "rev-parse", "-q", "--verify", f"HEAD:{path}", check=False)
+        try:
+            mtime = (tree / path).stat().st_mtime_ns
+        except OSError:
+            continue
+        if blob.returncode == 0:
+            out[path] = (blob.stdout.strip(), mtime)
+    return out
+
+
+def restore_file_times(tree: Path, kept: dict[str, tuple[str, int]]) -> None:
+    """Files whose content is back to what it was keep their old mtime."""
+    for path, (blob, mtime) in kept.items():
+        now = git(tree, "rev-parse", "-q", "--verify", f"HEAD:{path}", check=False)
+        if now.returncode == 0 and now.stdout.strip() == blob:
+            try:
+                os.utime(tree / path, ns=((tree / path).stat().st_atime_ns, mtime))
+            except OSError:
+                pass
 
 
 # --- configuration ---------------------------------------------------------------------------

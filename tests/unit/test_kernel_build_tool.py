@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,29 @@ def test_patches_apply_on_a_branch_per_variant(tree: Path, tmp_path: Path) -> No
     assert (tree / "mm" / "migrate.c").read_text() == MIGRATE_C
     kb.apply_patches(tree, "mt", patches)
     assert "LINE 10 OF" in (tree / "mm" / "migrate.c").read_text()
+
+
+def test_a_new_variant_of_the_same_series_rewrites_only_what_differs(
+    tree: Path, tmp_path: Path
+) -> None:
+    """mt-highpri = mt-unbound's patches + one more: its first build starts from pristine,
+    yet a file the two have alike (a header nearly everything includes) keeps its mtime,
+    so make does not rebuild the kernel; the file the extra patch changes is new."""
+    header = diff("mm/util.c", "util\n", "util2\n")
+    first = write_patch(tmp_path, "0001-header.diff", header)
+    changed = MIGRATE_C.replace("line 10 of", "LINE 10 OF")
+    second = write_patch(tmp_path, "0002-migrate.diff", diff("mm/migrate.c", MIGRATE_C, changed))
+    kb.apply_patches(tree, "mt-unbound", [first])
+    util_mtime = (tree / "mm" / "util.c").stat().st_mtime_ns
+    migrate_mtime = (tree / "mm" / "migrate.c").stat().st_mtime_ns
+    time.sleep(0.05)
+    kb.apply_patches(tree, "mt-highpri", [first, second])
+    assert (tree / "mm" / "util.c").read_text() == "util2\n"
+    assert (tree / "mm" / "util.c").stat().st_mtime_ns == util_mtime
+    assert (tree / "mm" / "migrate.c").stat().st_mtime_ns > migrate_mtime
+    # back to vanilla: the header differs from pristine, so it is rewritten
+    kb.apply_patches(tree, "vanilla", [])
+    assert (tree / "mm" / "util.c").stat().st_mtime_ns > util_mtime
 
 
 @pytest.mark.parametrize("form", ["mail", "plain"])
