@@ -34,7 +34,7 @@ def kernel_build_requests(
     arch = kernel_arch(machine)
     package_format = PACKAGE_FORMATS.get(os_family, "deb")
     requests = []
-    for variant in variants:
+    for order, variant in enumerate(variants):
         if not variant_applies(variant, inventory_hostname, group_names):
             continue
         group_options = [
@@ -105,16 +105,20 @@ def kernel_build_requests(
         spec["workqueue"] = variant.get("workqueue")
         spec["boot_timeout"] = variant.get("boot_timeout")
         spec["expect_boot_failure"] = bool(variant.get("expect_boot_failure"))
+        spec["order"] = order  # the variant's place in the inventory
         requests.append(spec)
     return requests
 
 
 def kernel_build_unique(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Requests of several hosts, one per key (first wins), in a stable order."""
+    """Requests of several hosts, one per key (first wins), in the inventory's order of
+    variants: variants of one tree are listed so that each differs little from the one
+    before (vanilla, a small test patch, a series, the series plus one), and a build that
+    follows its neighbour recompiles little."""
     seen: dict[str, dict[str, Any]] = {}
     for request in requests:
         seen.setdefault(request["key"], request)
-    return list(seen.values())
+    return sorted(seen.values(), key=lambda request: int(request.get("order", 0)))
 
 
 def _job_answer(job: dict[str, Any]) -> dict[str, Any] | None:
