@@ -44,7 +44,7 @@ def _cells(host: tuple[str, str, int, str]) -> list[dict[str, object]]:
                 for config in configs:
                     for count in counts:
                         cells.append({
-                            "schema": "miglab.sample/1", "run_id": run_id, "host": name,
+                            "schema": "miglab.sample/2", "run_id": run_id, "host": name,
                             "arch": arch, "base_page_size": page_size,
                             "kernel_release": f"6.13.0-{variant}", "kernel_variant": variant,
                             "kernel_build_hash": None if variant == "vanilla" else "0123abcd",
@@ -52,6 +52,9 @@ def _cells(host: tuple[str, str, int, str]) -> list[dict[str, object]]:
                             "threads": int(config[3:]) if config.startswith("mt_") else None,
                             "page_kind": kind, "folio_size": folio, "page_count": count,
                             "bytes": folio * count,
+                            # the load's CPU share in the cell and before it (busy only)
+                            "load_cpu_share": 0.8 if load == "busy" else None,
+                            "load_cpu_share_baseline": 0.9 if load == "busy" else None,
                             # as the sweep runner writes it
                             "cell_id": f"{variant}:{load}:{config}:{kind}:{count}",
                         })
@@ -89,6 +92,7 @@ def generate(root: Path, samples: int, seed: int = 1) -> int:
                         f'"elapsed_ns": {ns}, "gbps": {moved / ns!r}, "failed_pages": 0, '
                         f'"backing_ok": {"true" if backing_ok[rep] else "false"}, '
                         f'"caller_cpu_ns": {ns // 3}, "system_cpu_ns": {ns * 2}, '
+                        f'"kthread_cpu_ns": {ns // 4}, '
                         f'"pgmigrate_success": {cell["page_count"]}, "pgmigrate_fail": 0, '
                         f'"timestamp": "2025-01-03T17:{rep // 60 % 60:02d}:{rep % 60:02d}.'
                         f'{rep:06d}Z"}}\n'

@@ -52,6 +52,13 @@ def test_every_plot_is_written_in_both_formats(plots: Path) -> None:
         "speedup-grace1-2M-idle-unbound",
         "speedup-grace1-2M-busy-unbound",
         "speedup-grace1-2M-busy-highpri",
+        # CPU per GB: every (host, kind, load, workqueue) with CPU times in its records; no
+        # trade-off plot (the fixture has no load shares)
+        "cpu-epyc1-2M-idle-none",
+        "cpu-grace1-base-idle-unbound",
+        "cpu-grace1-2M-idle-unbound",
+        "cpu-grace1-2M-busy-unbound",
+        "cpu-grace1-2M-busy-highpri",
     }
     assert {path.name for path in plots.iterdir()} == {
         f"{stem}.{suffix}" for stem in stems for suffix in ("png", "svg")
@@ -97,4 +104,12 @@ def test_speedup_heat_map_rows_and_labels(plots: Path) -> None:
         "series-speedup-mt_1",
         "series-speedup-mt_2",
         "series-speedup-mt_16",
+    ]
+
+
+def test_cpu_bars_are_split_charged_and_charged_to_nobody(plots: Path) -> None:
+    # one bar each per config (vanilla shared with the highpri figure)
+    configs = ("vanilla", "serial", "mt_1", "mt_2", "mt_16")
+    assert series_ids(plots / "cpu-grace1-2M-busy-unbound.svg") == [
+        f"series-cpu-{part}-{config}" for part in ("charged", "uncharged") for config in configs
     ]

@@ -408,7 +408,8 @@ def write_report(
     crossover_text: list[TextTable] = []
     if statistic in ("mean", "amean", "median") and has_patched:
         test = "bootstrap" if statistic == "median" else "welch"
-        found = crossovers(frame, statistic, test, confidence=confidence, rule=rule)
+        known = {VANILLA: speedup} if speedup is not None else {}
+        found = crossovers(frame, statistic, test, confidence=confidence, rule=rule, known=known)
         sizes = {table.key.host: table.base_page_size for table in tables}
         crossover_text = crossover_text_tables(found, sizes, 0.05, "holm")
     ceiling_text: list[TextTable] = []
