@@ -529,41 +529,96 @@ static int by_pid(const void *a, const void *b)
 }
 
 /*
- * Every kernel thread's run time: the flags field of /proc/<pid>/stat says PF_KTHREAD,
- * /proc/<pid>/schedstat has the run time in ns. Kernel threads are single-threaded
- * processes, so /proc itself lists them all.
+ * What migbench knows about each pid it has seen: a kernel thread (its schedstat kept open)
+ * or not (never read again). Pids are not reused within a run (pid_max wraps after
+ * millions), so a process is classified once, and a snapshot costs one readdir of /proc plus
+ * one pread per kernel thread, however many other processes the host runs.
+ */
+struct pid_entry {
+	int pid;
+	int schedstat_fd;        /* -1: not a kernel thread (or one that has exited) */
+};
+
+static struct {
+	struct pid_entry *v;
+	size_t n, cap;
+} known_pids;
+
+static int entry_by_pid(const void *a, const void *b)
+{
+	const struct pid_entry *x = a, *y = b;
+
+	return (x->pid > y->pid) - (x->pid < y->pid);
+}
+
+/* Classify a pid not seen before: -1 if it is not a kernel thread (or is gone). */
+static int open_kthread_schedstat(int pid)
+{
+	char path[64], buf[1024], *close_paren;
+	unsigned int flags = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	if (read_file(path, buf, sizeof(buf)) < 0)
+		return -1;
+	close_paren = strrchr(buf, ')');
+	/* ") S ppid pgrp session tty_nr tpgid flags" */
+	if (!close_paren ||
+	    sscanf(close_paren + 1, " %*c %*d %*d %*d %*d %*d %u", &flags) != 1 ||
+	    !(flags & PF_KTHREAD))
+		return -1;
+	snprintf(path, sizeof(path), "/proc/%d/schedstat", pid);
+	return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+/*
+ * Every kernel thread's run time (PF_KTHREAD in the flags of /proc/<pid>/stat; run time in
+ * ns from /proc/<pid>/schedstat). Kernel threads are single-threaded processes, so /proc
+ * itself lists them all.
  */
 static void snapshot_kthreads(struct kthread_snapshot *s)
 {
 	DIR *proc = opendir("/proc");
 	struct dirent *de;
-	char buf[1024];
+	size_t sorted = known_pids.n;
+	char buf[128];
 
 	s->n = 0;
 	s->ok = false;
 	if (!proc)
 		return;
 	while ((de = readdir(proc))) {
-		char path[64];
-		unsigned int flags = 0;
+		struct pid_entry *e;
 		unsigned long long run_ns;
-		char *close_paren;
+		ssize_t len;
 		int pid;
 
 		if (de->d_name[0] < '1' || de->d_name[0] > '9')
 			continue;
 		pid = atoi(de->d_name);
-		snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-		if (read_file(path, buf, sizeof(buf)) < 0)
-			continue;   /* gone meanwhile */
-		close_paren = strrchr(buf, ')');
-		/* ") S ppid pgrp session tty_nr tpgid flags" */
-		if (!close_paren ||
-		    sscanf(close_paren + 1, " %*c %*d %*d %*d %*d %*d %u", &flags) != 1 ||
-		    !(flags & PF_KTHREAD))
+		e = bsearch(&(struct pid_entry){ .pid = pid }, known_pids.v, sorted,
+			    sizeof(*e), entry_by_pid);
+		if (!e) {
+			if (known_pids.n == known_pids.cap) {
+				known_pids.cap = known_pids.cap ? 2 * known_pids.cap : 1024;
+				known_pids.v = realloc(known_pids.v, known_pids.cap * sizeof(*e));
+				if (!known_pids.v)
+					die(EXIT_SYSTEM, "out of memory");
+			}
+			e = &known_pids.v[known_pids.n++];
+			e->pid = pid;
+			e->schedstat_fd = open_kthread_schedstat(pid);
+		}
+		if (e->schedstat_fd < 0)
 			continue;
-		snprintf(path, sizeof(path), "/proc/%d/schedstat", pid);
-		if (read_file(path, buf, sizeof(buf)) < 0 || sscanf(buf, "%llu", &run_ns) != 1)
+		len = pread(e->schedstat_fd, buf, sizeof(buf) - 1, 0);
+		if (len <= 0) {
+			/* exited: kworkers come and go, so do not keep their files open */
+			close(e->schedstat_fd);
+			e->schedstat_fd = -1;
+			continue;
+		}
+		buf[len] = '\0';
+		if (sscanf(buf, "%llu", &run_ns) != 1)
 			continue;
 		if (s->n == s->cap) {
 			s->cap = s->cap ? 2 * s->cap : 512;
@@ -577,6 +632,8 @@ static void snapshot_kthreads(struct kthread_snapshot *s)
 		s->ok = true;
 	}
 	closedir(proc);
+	if (known_pids.n > sorted)
+		qsort(known_pids.v, known_pids.n, sizeof(*known_pids.v), entry_by_pid);
 	qsort(s->v, s->n, sizeof(*s->v), by_pid);
 }
 
