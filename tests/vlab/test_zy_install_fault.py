@@ -1,0 +1,95 @@
+"""A guest that loses power while its test kernel is being installed, for real: vnode1 boots
+a variant through playbooks/variant.yml, and while dpkg runs the package's scripts the guest
+is reset with no sync (sysrq 'b', what a power loss does to a server). The play gives that
+host up; the guest comes back on its known-good kernel by itself (GRUB's default never
+changed); a rerun finishes dpkg's interrupted work, installs the package, boots and verifies
+the variant. Nothing is left half-installed, and the lab ends on the default kernel.
+
+Runs after test_site (its builds are in the cache: no kernel is compiled here).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import yaml
+from miglab.lab.ansible import PlaybookRun
+from miglab.vlab import guests as guest_control
+from miglab.vlab.qemu import GuestPaths
+from miglab.vlab.topology import parse_guest
+
+from .conftest import INVENTORY, STATE_DIR, ansible, host_command, lab_guests, playbook, report
+
+GUEST = "vnode1"
+VARIANTS = yaml.safe_load((INVENTORY / "group_vars" / "all" / "kernel_variants.yml").read_text())
+VARIANT = next(
+    v["name"] for v in VARIANTS["kernel_variants"] if v.get("patches") and not v.get("hosts")
+)
+# What dpkg runs for a kernel package on Debian: the postinst hooks (initramfs, GRUB).
+INSTALLING = "[u]pdate-initramfs|[m]kinitramfs|[z]z-update-grub|[u]pdate-grub"
+
+
+def power_loss_during_install() -> str:
+    """On the guest: wait for the package's scripts, then reset without syncing."""
+    return (
+        "for i in $(seq 1 6000); do "
+        f"if pgrep -f '{INSTALLING}' >/dev/null; then "
+        "echo b > /proc/sysrq-trigger; fi; sleep 0.1; done; exit 2"
+    )
+
+
+def wait_answering(timeout: float = 600) -> None:
+    data = next(g for g in lab_guests() if g["name"] == GUEST)
+    guest = parse_guest(data, "vlab_guests")
+    paths = GuestPaths.for_guest(STATE_DIR, GUEST)
+    assert guest_control.ensure_answering(guest, paths, timeout=timeout), GUEST
+
+
+def installed_variants() -> list[str]:
+    out = host_command(GUEST, "dpkg-query -W -f=${Package}\\t${Status}\\n linux-image-*")
+    return [line for line in out.splitlines() if f"-{VARIANT}-" in line]
+
+
+def test_a_power_loss_during_the_kernel_install_is_survived(guests: list[dict[str, Any]]) -> None:
+    # The variant's package must really be installed here, not found installed.
+    for line in installed_variants():
+        package = line.split("\t")[0]
+        purge = ansible("ansible", GUEST, "-b", "-m", "ansible.builtin.apt",
+                        "-a", f"name={package} state=absent purge=true")  # fmt: skip
+        assert purge.returncode == 0, purge.output
+    assert installed_variants() == []
+
+    runs: list[PlaybookRun] = []
+    play = threading.Thread(
+        target=lambda: runs.append(
+            playbook("playbooks/variant.yml", "-e", f"kernel_variant={VARIANT}", "--limit", GUEST)
+        )
+    )
+    play.start()
+    killer = ansible("ansible", GUEST, "-b", "-m", "ansible.builtin.shell",
+                     "-a", power_loss_during_install(), timeout=900)  # fmt: skip
+    play.join(1800)
+    (interrupted,) = runs
+    # The reset cut the killer's own connection: it never came back with "exit 2" (no window).
+    assert killer.returncode != 0 and "non-zero return code" not in killer.output, killer.output
+    assert interrupted.returncode != 0, report(interrupted)
+    counts = interrupted.recap[GUEST]
+    assert counts["unreachable"] + counts["failed"] >= 1, report(interrupted)
+
+    # The guest comes back by itself, on its known-good kernel.
+    wait_answering()
+    known_good = json.loads(host_command(GUEST, "cat /var/lib/miglab/known-good.json"))
+    assert host_command(GUEST, "uname -r").strip() == known_good["kernel_release"]
+
+    rerun = playbook("playbooks/variant.yml", "-e", f"kernel_variant={VARIANT}", "--limit", GUEST)
+    assert rerun.returncode == 0, report(rerun)
+    release = host_command(GUEST, "uname -r").strip()
+    assert f"-{VARIANT}-" in release, release
+    assert host_command(GUEST, "dpkg --audit").strip() == ""
+    assert all("install ok installed" in line for line in installed_variants())
+
+    back = playbook("playbooks/restore_default_kernel.yml", "--limit", GUEST)
+    assert back.returncode == 0, report(back)
+    assert host_command(GUEST, "uname -r").strip() == known_good["kernel_release"]
