@@ -12,8 +12,9 @@ loop of its own, each host only waits for itself.
     python3 bench/bench_variant_loop.py --checkout /tmp/old   # e.g. a worktree of an older commit
 
 For each checkout it runs the whole job twice on the running virtual lab (kernel builds
-cached: run the job once beforehand): both guests (wall time W), then the slow guest alone
-with --limit (its own time S). It prints W, S and W / S (goal: at most 1.10). The lab's
+cached: run the job once beforehand), with the same small sweep for every design (idle, base
+pages, one page count, 3 samples): both guests (wall time W), then the slow guest alone with
+--limit (its own time S). It prints W, S and W / S (goal: at most 1.10). The lab's
 state (.vlab) is this checkout's, whichever checkout runs: the same guests for every design.
 """
 
@@ -66,6 +67,16 @@ def spans(events: list[dict[str, Any]]) -> dict[str, float]:
     return {host: (last[host] - first[host]).total_seconds() for host in sorted(first)}
 
 
+# The same small sweep for every design: one load, base pages, one page count.
+SMALL_SWEEP = {
+    "sweep_loads": ["idle"],
+    "sweep_folio_kinds": ["base"],
+    "sweep_page_counts": {"base": [64]},
+    "sweep_repetitions": 3,
+    "sweep_warmup": 1,
+}
+
+
 def whole_job(
     checkout: Path, inventory: Path, run_id: str, limit: str | None
 ) -> tuple[float, dict[str, float]]:
@@ -73,7 +84,7 @@ def whole_job(
     started = time.monotonic()
     run = run_playbook(
         Path("playbooks/site.yml"),
-        ["-e", json.dumps({"sweep_run_id": run_id})],
+        ["-e", json.dumps({"sweep_run_id": run_id, **SMALL_SWEEP})],
         project_dir=checkout,
         inventory=inventory,
         limit=f"{limit},localhost" if limit else None,
