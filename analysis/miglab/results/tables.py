@@ -232,9 +232,10 @@ class SummaryTable:
                 f"max {format_gbps(cell.maximum)})"
             )
         for count, config, cell in clamped:
+            threads = cell.threads_effective
             notes.append(
-                f"Clamped: {config} at {pages(count)} ran {cell.threads_effective:g} copy "
-                f"threads per batch on average"
+                f"Clamped: {config} at {pages(count)} ran {threads:g} copy "
+                f"thread{'' if threads == 1 else 's'} per batch on average"
             )
         for count, config, cell in self.few_sample_cells():
             notes.append(f"Too few samples: {config} at {pages(count)}: n={cell.n}")
