@@ -18,9 +18,12 @@ from miglab.cli import main
 from miglab.lab.ansible import run_playbook
 from miglab.lab.progress import RunProgress
 from miglab.lab.run import STAGE_TAGS, RunOptions, run_lab
-from miglab.lab.view import LogView, host_line
+from miglab.lab.view import LogView, host_line, replay
 
 REPO = Path(__file__).resolve().parents[2]
+# A real stream: the events `miglab run` stored for the virtual lab's main job, trimmed to
+# what the view reads (tests/vlab/test_site.py makes such a run; results/<run>/ansible/).
+EVENTS = Path(__file__).parent / "data" / "vlab-site-events.jsonl"
 LOCKS = Path(os.environ.get("HOME", "/root")) / ".cache" / "miglab" / "locks"
 
 
@@ -252,3 +255,31 @@ def test_a_second_run_of_the_same_lab_is_refused_naming_the_first(tmp_path: Path
     assert results and results[0].rc == 0, results[0].report() if results else "no run A"
     assert after.exit_code == 0, after.check_errors  # the lock went with run A
     assert listener.connections == 0
+
+
+@pytest.fixture(scope="module")
+def recorded() -> list[dict[str, Any]]:
+    return [json.loads(line) for line in EVENTS.read_text().splitlines()]
+
+
+def test_the_view_follows_a_recorded_run(recorded: list[dict[str, Any]]) -> None:
+    out = io.StringIO()
+    progress = replay(recorded, out)
+    lines = out.getvalue().splitlines()
+    assert progress.run_id and progress.run_id.startswith("vlab-site-")
+    # A line per finished build, with its duration.
+    built = [line for line in lines if line.startswith("build: ")]
+    assert {line.split()[1] for line in built} == {"vanilla", "broken", "mt-unbound", "mt-highpri"}
+    assert all(" built in " in line or " cached (" in line for line in built)
+    # Per host: each variant it went through, its stages, its sweep cells as they were done.
+    for host in ("vnode1", "vnode2"):
+        mine = [line for line in lines if line.startswith(f"{host}: ")]
+        assert any("variant vanilla boot" in line for line in mine), mine
+        assert any("variant mt-unbound sweep 24/24 cells" in line for line in mine), mine
+        assert any(" collect" in line for line in mine), mine
+        state = progress.hosts[host]
+        assert state.variant == "mt-highpri" and not state.failures and not state.unreachable
+    assert progress.hosts["vnode1"].variants_done == ["vanilla", "mt-unbound"]
+    # the canary on vnode2 only, and the host went on
+    assert progress.hosts["vnode2"].variants_done == ["vanilla", "broken", "mt-unbound"]
+    assert not progress.check_errors

@@ -252,7 +252,7 @@ def test_the_run_ends_with_recap_tables_and_report(site: Site) -> None:
     assert "- '|" not in site.first.output
     # A line per finished build, and per host its variants and sweep progress as they went.
     for variant in BOOT_TIMEOUT:
-        assert f"build: {variant} (x86_64) 6.12." in site.first.output, variant
+        assert f"build: {variant} (x86) 6.12." in site.first.output, variant
     for guest in site.guests:
         for variant in variants_for(guest):
             assert f"{guest}: variant {variant}" in site.first.output
@@ -421,7 +421,7 @@ def test_a_second_run_changes_nothing_and_rebuilds_nothing(site: Site) -> None:
         assert counts["changed"] == 0, (host, site.second.explain())
     assert " built in " not in site.second.output
     for variant in BOOT_TIMEOUT:
-        assert f"build: {variant} (x86_64) 6.12." in site.second.output
+        assert f"build: {variant} (x86) 6.12." in site.second.output
     for guest in site.guests:
         for variant in variants_for(guest):
             if variant != CANARY["name"]:

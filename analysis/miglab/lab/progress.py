@@ -19,13 +19,13 @@ from typing import Any
 CHECK_PLAY = "Check the lab's definition on the controller (no lab host is contacted)"
 
 # Stage of a task, by the role it belongs to (kernel_boot's restore files: "restore").
+# The stage a role's tasks show. Roles that serve several stages (host_package, shipped by
+# provisioning, the sweep and collect; lab_variant, the loop itself) leave it as it is.
 ROLE_STAGES = {
     "vlab": "vlab",
     "lab_host": "provision",
-    "host_package": "provision",
     "kernel_build": "build",
     "kernel_boot": "boot",
-    "lab_variant": "boot",
     "migbench": "sweep",
     "sweep": "sweep",
     "collect": "collect",
@@ -192,6 +192,8 @@ class RunProgress:
         if answer and {"done", "total", "state"} <= set(answer) and "run_dir" in answer:
             if answer.get("variant") and host.variant and answer["variant"] != host.variant:
                 return  # an earlier variant's runner, seen before the new one started
+            if not answer["total"] and answer["state"] == "absent":
+                return  # asked before this variant's runner has started: nothing to show
             sweep = SweepProgress(
                 int(answer["done"]),
                 int(answer["total"]),
