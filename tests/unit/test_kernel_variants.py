@@ -269,10 +269,13 @@ def test_the_repository_inventories_validate(lab_name: str) -> None:
     )
     assert errors == []
     names = [v["name"] for v in variants]
-    assert names == {
-        "vlab": ["vanilla", "broken", "mt-unbound", "mt-highpri"],
-        "example-lab": ["vanilla", "mt-unbound", "mt-highpri"],
-    }[lab_name]
+    assert (
+        names
+        == {
+            "vlab": ["vanilla", "broken", "mt-unbound", "mt-highpri"],
+            "example-lab": ["vanilla", "mt-unbound", "mt-highpri"],
+        }[lab_name]
+    )
     # The thread's two patched kernels: the same knobs, one workqueue each.
     patched = {v["name"]: v for v in variants if v["knob_profile"] == "mt_sysctl_v1"}
     assert {v["workqueue"] for v in patched.values()} == {"unbound", "highpri"}

@@ -215,6 +215,7 @@ def test_missing_thp_backing_fails_loudly_with_honest_bytes(migbench):
     or thp_mode(THP / "hugepages-64kB" / "enabled") != "never",
     reason="needs an mTHP kernel with 64K disabled",
 )
+@pytest.mark.xdist_group("host-mthp-64k")  # reads the setting the next test changes
 def test_disabled_mthp_size_is_a_host_error(migbench):
     r = run(migbench, "--kind", "64K", "--count", "2", "--loopback-test")
     assert r.returncode == 2
@@ -236,6 +237,7 @@ def mthp_64k_madvise():
 
 
 @needs_root
+@pytest.mark.xdist_group("host-mthp-64k")
 def test_mthp_gets_a_fresh_buffer_for_every_move(migbench, mthp_64k_madvise):
     """A PTE-mapped mTHP is split by its second migration, so every move gets a new buffer
     faulted in on the source node, verified as 64K folios before the move and checked for its

@@ -3,9 +3,8 @@ read-back, reset between configurations, restore at the end and on exceptions.""
 
 from __future__ import annotations
 
-import os
-
 import json
+import os
 
 import miglab_runner_testlib  # noqa: F401 (puts the runner on sys.path: import it first)
 import pytest

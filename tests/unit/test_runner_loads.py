@@ -51,9 +51,17 @@ def test_parse_stress_yaml():
     ]
 
 
+# The other tests' stress-ng (another pytest worker) must not decide these: the CPU check only.
 def test_idle_check_refuses_a_busy_host():
     load = IdleLoad(
-        "idle", {"max_busy_percent": -1, "sample_seconds": 0.1, "wait_seconds": 0}, lambda m: None
+        "idle",
+        {
+            "max_busy_percent": -1,
+            "sample_seconds": 0.1,
+            "wait_seconds": 0,
+            "refuse_stress_ng": False,
+        },
+        lambda m: None,
     )
     with pytest.raises(LoadError, match="not quiet"):
         load.start()
@@ -61,7 +69,14 @@ def test_idle_check_refuses_a_busy_host():
 
 def test_idle_check_accepts_within_the_limit():
     load = IdleLoad(
-        "idle", {"max_busy_percent": 100, "sample_seconds": 0.1, "wait_seconds": 0}, lambda m: None
+        "idle",
+        {
+            "max_busy_percent": 100,
+            "sample_seconds": 0.1,
+            "wait_seconds": 0,
+            "refuse_stress_ng": False,
+        },
+        lambda m: None,
     )
     ev = load.start()
     assert ev["busy_percent_samples"] and ev["max_busy_percent"] == 100
@@ -255,3 +270,21 @@ def test_children_run_at_normal_priority_while_the_runner_is_raised():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == [str(procs.RUNNER_NICE), "0"]
+
+
+def test_idle_check_refuses_a_host_running_stress_ng():
+    """Someone's stress-ng (or one left by a killed run) means the host is not idle."""
+    stray = subprocess.Popen(["stress-ng", "--cpu", "1", "--timeout", "20", "--quiet"])
+    try:
+        deadline = time.monotonic() + 10
+        while not procs.find_by_comm("stress-ng") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        load = IdleLoad(
+            "idle", {"max_busy_percent": 100, "sample_seconds": 0.1, "wait_seconds": 0},
+            lambda m: None,
+        )  # fmt: skip
+        with pytest.raises(LoadError, match=rf"stress-ng is running \(pids [0-9, ]*{stray.pid}"):
+            load.start()
+    finally:
+        stray.kill()
+        stray.wait()

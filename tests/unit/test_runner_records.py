@@ -151,7 +151,12 @@ def test_failure_records_are_still_schema_valid():
 def test_runner_records_from_the_real_migbench_are_valid(tmp_path):
     migbench = compile_migbench(tmp_path)
     root = fake_host_tree(tmp_path / "root", nodes=1)
-    d = definition(folio_kinds=["base"], page_counts={"base": [16, 64]}, repetitions=3)
+    d = definition(
+        folio_kinds=["base"],
+        page_counts={"base": [16, 64]},
+        repetitions=3,
+        ceiling={"enabled": True, "size_mib": 4, "repetitions": 1},
+    )
     plan_path = tmp_path / "plan.json"
     plan_path.write_text(json.dumps(expand(d)))
     r = run_runner(plan_path, tmp_path / "results", migbench, root, extra=("--test-loopback",))
@@ -168,3 +173,11 @@ def test_runner_records_from_the_real_migbench_are_valid(tmp_path):
     host = json.loads((meta / "host.json").read_text())
     assert host["kernel_cmdline"] and host["kernel_release"] == os.uname().release
     assert json.loads((meta / "migbench.json").read_text())["version"]["source_sha256"] == "test"
+    # the real migbench --ceiling, through the runner: 1 thread (vanilla), both directions
+    ceiling = json.loads((meta / "ceiling-idle.json").read_text())
+    assert ceiling["ok"] is True, ceiling["error"]
+    assert {(m["direction"], m["threads"]) for m in ceiling["measurements"]} == {
+        ("push", 1),
+        ("pull", 1),
+    }
+    assert all(m["placement_ok"] and m["loopback"] for m in ceiling["measurements"])

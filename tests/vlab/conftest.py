@@ -1,6 +1,6 @@
 """The virtual-lab suite: real qemu guests, real SSH, real Ansible runs.
 
-Every test here is marked `vlab`. The session brings the lab up once (reusing a cached
+Every test here is marked `vlab` (tests/conftest.py). The session brings the lab up once (reusing a cached
 image when its inputs did not change); `test_zz_down.py` powers it off last.
 """
 
@@ -27,13 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 INVENTORY = REPO / "inventory" / "vlab"
 STATE_DIR = REPO / ".vlab"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.vlab)
 
 
 def console_tails(state_dir: Path, lines: int) -> str:
