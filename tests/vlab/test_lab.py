@@ -45,16 +45,22 @@ def test_ansible_reaches_every_guest_with_host_keys_checked(guests: list[dict[st
         assert f"{guest['name']} | SUCCESS" in run.output
 
 
-def test_a_wrong_host_key_is_refused(guests: list[dict[str, Any]], tmp_path: Path) -> None:
-    """Host key checking really is on: a known_hosts with another key fails the connection."""
-    guest = guests[0]
+def known_hosts_with_another_key(tmp_path: Path, port: int) -> Path:
+    """A known_hosts that names the guest's address with a key that is not the guest's."""
     other_key = tmp_path / "other"
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True
     )
-    wrong_known_hosts = tmp_path / "known_hosts"
+    path = tmp_path / "known_hosts"
     public = other_key.with_suffix(".pub").read_text().split()[:2]
-    wrong_known_hosts.write_text(f"[127.0.0.1]:{guest['ssh_port']} {' '.join(public)}\n")
+    path.write_text(f"[127.0.0.1]:{port} {' '.join(public)}\n")
+    return path
+
+
+def test_a_wrong_host_key_is_refused(guests: list[dict[str, Any]], tmp_path: Path) -> None:
+    """Host key checking really is on: a known_hosts with another key fails the connection."""
+    guest = guests[0]
+    wrong_known_hosts = known_hosts_with_another_key(tmp_path, guest["ssh_port"])
     run = ansible(
         "ansible",
         guest["name"],
@@ -76,13 +82,7 @@ def test_a_wrong_host_key_is_refused_through_miglab_run_too(
     """The same through ansible-runner, which `miglab run` and the tests use (ansible-runner
     on its own would switch host key checking off)."""
     guest = guests[0]
-    other_key = tmp_path / "other"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True
-    )
-    wrong_known_hosts = tmp_path / "known_hosts"
-    public = other_key.with_suffix(".pub").read_text().split()[:2]
-    wrong_known_hosts.write_text(f"[127.0.0.1]:{guest['ssh_port']} {' '.join(public)}\n")
+    wrong_known_hosts = known_hosts_with_another_key(tmp_path, guest["ssh_port"])
     ping = tmp_path / "ping.yml"
     ping.write_text(
         f"- name: Ping\n  hosts: {guest['name']}\n  gather_facts: false\n"

@@ -108,6 +108,20 @@ def _add_statistics(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_significance(parser: argparse.ArgumentParser) -> None:
+    """What "significantly different" means: the test, the correction, the level."""
+    group = parser.add_argument_group("significance")
+    group.add_argument(
+        "--test", choices=("welch", "bootstrap"), default="welch",
+        help="Welch's t-test (default; mean and amean) or a bootstrap CI (also median)",
+    )  # fmt: skip
+    group.add_argument(
+        "--correction", choices=("holm", "bh", "none"), default="holm",
+        help="multiple-comparison correction across the compared cells (holm)",
+    )  # fmt: skip
+    group.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
+
+
 def _rule(args: argparse.Namespace) -> StabilityRule:
     if not 0 < args.confidence < 1:
         raise ConfigError("--confidence", "must be between 0 and 1")
@@ -435,19 +449,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--skip-bad", action="store_true", help="as for table")
     _add_filters(compare)
     _add_statistics(compare)
-    compare.add_argument(
-        "--test",
-        choices=("welch", "bootstrap"),
-        default="welch",
-        help="Welch's t-test (default; mean and amean) or a bootstrap CI (also median)",
-    )
-    compare.add_argument(
-        "--correction",
-        choices=("holm", "bh", "none"),
-        default="holm",
-        help="multiple-comparison correction across the compared cells (holm)",
-    )
-    compare.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
+    _add_significance(compare)
     compare.add_argument("--speedup", action="store_true", help="each config over --baseline")
     compare.add_argument("--baseline", default=VANILLA, help="baseline config for --speedup")
     compare.add_argument("--format", choices=FORMATS, default="markdown")
@@ -480,11 +482,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_input(crossover)
     _add_filters(crossover)
     _add_statistics(crossover)
-    crossover.add_argument("--test", choices=("welch", "bootstrap"), default="welch",
-                           help="as for compare")  # fmt: skip
-    crossover.add_argument("--correction", choices=("holm", "bh", "none"), default="holm",
-                           help="as for compare")  # fmt: skip
-    crossover.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
+    _add_significance(crossover)
     crossover.add_argument("--format", choices=FORMATS, default="markdown")
     crossover.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     crossover.set_defaults(func=run_crossover)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from miglab.errors import ConfigError
-from miglab.results.render import TextTable
+from miglab.results.render import TextTable, json_number
 from miglab.results.stats import (
     CELL_KEYS,
     CORRECTION_DESCRIPTIONS,
@@ -586,10 +586,6 @@ def comparison_text_tables(
     return text_tables
 
 
-def _json_number(value: float) -> float | None:
-    return None if math.isnan(value) else value
-
-
 def comparison_to_dict(
     comparison: Comparison, tables: Sequence[ComparisonTable], as_ratio: bool
 ) -> dict[str, Any]:
@@ -598,17 +594,17 @@ def comparison_to_dict(
             return None
         difference = cell.difference
         return {
-            "a": _json_number(cell.a_value),
-            "b": _json_number(cell.b_value),
+            "a": json_number(cell.a_value),
+            "b": json_number(cell.b_value),
             "n_a": len(cell.a) if cell.a is not None else 0,
             "n_b": len(cell.b) if cell.b is not None else 0,
-            "ratio": _json_number(difference.ratio) if difference else None,
-            "change_percent": _json_number(difference.change_percent) if difference else None,
-            "ratio_ci": [_json_number(difference.ci_low), _json_number(difference.ci_high)]
+            "ratio": json_number(difference.ratio) if difference else None,
+            "change_percent": json_number(difference.change_percent) if difference else None,
+            "ratio_ci": [json_number(difference.ci_low), json_number(difference.ci_high)]
             if difference
             else None,
-            "p_value": _json_number(difference.p_value) if difference else None,
-            "p_adjusted": _json_number(cell.p_adjusted),
+            "p_value": json_number(difference.p_value) if difference else None,
+            "p_adjusted": json_number(cell.p_adjusted),
             "significant": cell.significant,
             "unstable": cell.unstable,
         }

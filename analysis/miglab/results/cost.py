@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from miglab.results.render import TextTable
+from miglab.results.render import TextTable, json_number
 from miglab.results.stats import CELL_KEYS, usable_samples
 from miglab.results.tables import (
     MISSING_MARK,
@@ -238,8 +238,7 @@ def cost_text_tables(tables: Sequence[CostTable], show_spread: bool) -> list[Tex
 
 
 def cost_to_dict(tables: Sequence[CostTable]) -> list[dict[str, object]]:
-    def number(value: float) -> float | None:
-        return None if np.isnan(value) else value
+    number = json_number
 
     def est(e: Estimate) -> dict[str, object]:
         return {

@@ -210,27 +210,28 @@ def _summary_csv_table(
     return TextTable(table.title, header, rows, table.notes(rule))
 
 
-def _number(value: float) -> float | None:
+def json_number(value: float) -> float | None:
+    """A float for JSON: NaN (no value) becomes null."""
     return None if math.isnan(value) else value
 
 
 def cell_to_dict(cell: Cell) -> dict[str, Any]:
     return {
         "n": cell.n,
-        "value": _number(cell.value),
-        "ci_low": _number(cell.ci_low),
-        "ci_high": _number(cell.ci_high),
-        "mean": _number(cell.mean),
-        "amean": _number(cell.amean),
-        "median": _number(cell.median),
-        "min": _number(cell.minimum),
-        "max": _number(cell.maximum),
-        "cv": _number(cell.cv),
+        "value": json_number(cell.value),
+        "ci_low": json_number(cell.ci_low),
+        "ci_high": json_number(cell.ci_high),
+        "mean": json_number(cell.mean),
+        "amean": json_number(cell.amean),
+        "median": json_number(cell.median),
+        "min": json_number(cell.minimum),
+        "max": json_number(cell.maximum),
+        "cv": json_number(cell.cv),
         "unstable": cell.unstable,
         "few_samples": cell.few,
         "reason": cell.reason or None,
         "excluded": cell.excluded,
-        "threads_effective": _number(cell.threads_effective),
+        "threads_effective": json_number(cell.threads_effective),
     }
 
 
