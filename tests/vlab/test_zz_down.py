@@ -38,8 +38,13 @@ def test_down_leaves_nothing_running(guests: list[dict[str, Any]]) -> None:
         # Neither qemu nor its power supply (whose command line holds qemu's).
         assert not processes_mentioning(str(paths.pidfile))
     status = playbook("playbooks/vlab.yml", "-e", "vlab_state=status")
-    assert status.returncode == 0
-    for guest in guests:
-        assert f"{guest['name']}: stopped" in status.output
+    assert status.returncode == 0, status.report()
+    queried = [
+        event["event_data"]["res"]
+        for event in status.results(task="Query each guest")
+        if event["event"] == "runner_item_on_ok"
+    ]
+    running = {result["item"]["name"]: result["running"] for result in queried}
+    assert running == {guest["name"]: False for guest in guests}
     again = playbook("playbooks/vlab.yml", "-e", "vlab_state=down")
-    assert again.recap("localhost")["changed"] == 0
+    assert again.returncode == 0 and again.recap["localhost"]["changed"] == 0, again.report()
