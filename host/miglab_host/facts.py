@@ -144,9 +144,34 @@ def parse_node_meminfo(text: str) -> int:
     return int(m.group(1)) * 1024
 
 
-def numa_nodes(root: str = "/") -> list[dict]:
-    """One entry per /sys/devices/system/node/nodeN: its CPUs and its memory in bytes."""
+def parse_zoneinfo_present(text: str) -> dict[int, int]:
+    """Pages present in each node's zones, from /proc/zoneinfo ("Node 0, zone   Normal" then
+    "        present  262144"): the node's physical memory, the same on every boot."""
+    present: dict[int, int] = {}
+    node = None
+    for line in text.splitlines():
+        header = re.match(r"Node\s+(\d+),\s+zone\s+\S+", line)
+        if header:
+            node = int(header.group(1))
+            present.setdefault(node, 0)
+            continue
+        field = re.match(r"\s+present\s+(\d+)\s*$", line)
+        if field and node is not None:
+            present[node] += int(field.group(1))
+    return present
+
+
+def numa_nodes(root: str = "/", page_size: int | None = None) -> list[dict]:
+    """One entry per /sys/devices/system/node/nodeN: its CPUs and its memory in bytes.
+
+    The memory is what the node has (its zones' present pages, /proc/zoneinfo), not the
+    node's MemTotal: MemTotal leaves out what the kernel reserved at boot, which moves
+    between nodes from one boot to the next (a lab host's facts would change with every
+    reboot). MemTotal only where /proc/zoneinfo cannot be read."""
     nodes = []
+    zoneinfo = _read(root, "/proc/zoneinfo")
+    present = parse_zoneinfo_present(zoneinfo) if zoneinfo is not None else {}
+    page = page_size or os.sysconf("SC_PAGESIZE")
     base = _path(root, "/sys/devices/system/node")
     for d in glob.glob(os.path.join(base, "node[0-9]*")):
         name = os.path.basename(d)
@@ -155,11 +180,16 @@ def numa_nodes(root: str = "/") -> list[dict]:
         rel = "/sys/devices/system/node/" + name
         cpulist = _read(root, rel + "/cpulist")
         meminfo = _read(root, rel + "/meminfo")
+        number = int(name[4:])
+        if present:
+            memory = present.get(number, 0) * page
+        else:
+            memory = parse_node_meminfo(meminfo) if meminfo is not None else 0
         nodes.append(
             {
-                "node": int(name[4:]),
+                "node": number,
                 "cpus": parse_cpulist(cpulist) if cpulist is not None else [],
-                "memory_bytes": parse_node_meminfo(meminfo) if meminfo is not None else 0,
+                "memory_bytes": memory,
             }
         )
     return sorted(nodes, key=lambda n: n["node"])
@@ -230,7 +260,7 @@ def gather(
     """All lab facts. machine, page_size and hostname default to the running system's
     (os.uname, sysconf(SC_PAGESIZE) = `getconf PAGESIZE`, the kernel hostname)."""
     uname = os.uname()
-    nodes = numa_nodes(root)
+    nodes = numa_nodes(root, page_size)
     if nodes:
         cpus = sorted({c for n in nodes for c in n["cpus"]})
         cpu_count = len(cpus)

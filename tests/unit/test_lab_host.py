@@ -27,7 +27,7 @@ BIN = REPO / ".venv" / "bin"
 PLAYBOOK = "playbooks/provision.yml"
 NODE_DIR = Path("/sys/devices/system/node")
 THP_DIR = Path("/sys/kernel/mm/transparent_hugepage")
-KIB, MIB = 1024, 1024 * 1024
+KIB, MIB, GIB = 1024, 1024 * 1024, 1024 * 1024 * 1024
 
 # miglab.labfacts/1, exactly the shape the role promises (no other keys).
 LABFACTS_SCHEMA: dict[str, Any] = {
@@ -118,6 +118,40 @@ def write(root: Path, path: str, text: str) -> None:
     target.write_text(text)
 
 
+# Two 480 GiB sockets and a 1 GiB memory node in 64 KiB pages (a DMA zone and a Normal zone
+# on node 0, an empty zone on node 2); MemTotal (above) is less: the kernel's reservations.
+GRACE_ZONEINFO = """\
+Node 0, zone      DMA
+  per-node stats
+      nr_inactive_anon 12
+  pages free     60000
+        min      100
+        spanned  65536
+        present  65536
+        managed  64000
+Node 0, zone   Normal
+  pages free     7000000
+        spanned  7798784
+        present  7798784
+        managed  7600000
+Node 1, zone   Normal
+  pages free     7000000
+        spanned  7864320
+        present  7864320
+        managed  7800000
+Node 2, zone   Normal
+  pages free     0
+        spanned  0
+        present  0
+        managed  0
+Node 10, zone   Normal
+  pages free     16000
+        spanned  16384
+        present  16384
+        managed  16000
+"""
+
+
 def fake_grace(root: Path) -> Path:
     """Two Grace sockets (72 CPUs each in the real thing, 2 here) plus a CPU-less memory node,
     a 64 KiB-page kernel (PMD 512 MiB, mTHP up to 2 MiB), and the noise /sys really has."""
@@ -144,6 +178,7 @@ def fake_grace(root: Path) -> Path:
     write(root, "/proc/cpuinfo", GRACE_CPUINFO)
     write(root, "/proc/cmdline", "BOOT_IMAGE=/vmlinuz-6.13.0-mt root=UUID=x ro\n")
     write(root, "/proc/meminfo", "MemTotal:       999288832 kB\n")
+    write(root, "/proc/zoneinfo", GRACE_ZONEINFO)
     write(root, "/proc/sys/kernel/osrelease", "6.13.0-rc5-mt+\n")
     write(root, "/proc/sys/kernel/hostname", "grace1\n")
     write(root, "/proc/sys/kernel/numa_balancing", "0\n")
@@ -163,13 +198,13 @@ GRACE_EXPECTED = {
     "thp_enabled": "never",
     "numa_balancing": 0,
     "numa_nodes": [
-        {"node": 0, "cpus": [0, 1], "memory_bytes": 498069504 * KIB},
-        {"node": 1, "cpus": [2, 3], "memory_bytes": 500170752 * KIB},
+        {"node": 0, "cpus": [0, 1], "memory_bytes": 480 * GIB},
+        {"node": 1, "cpus": [2, 3], "memory_bytes": 480 * GIB},
         {"node": 2, "cpus": [], "memory_bytes": 0},
-        {"node": 10, "cpus": [], "memory_bytes": 1048576 * KIB},
+        {"node": 10, "cpus": [], "memory_bytes": 1 * GIB},
     ],
     "cpu_count": 4,
-    "memory_bytes": (498069504 + 500170752 + 1048576) * KIB,
+    "memory_bytes": 961 * GIB,
 }
 
 
@@ -177,6 +212,17 @@ def test_gather_fake_grace(labfacts: ModuleType, tmp_path: Path) -> None:
     facts = labfacts.gather(str(fake_grace(tmp_path)), machine="aarch64", page_size=65536)
     assert facts == GRACE_EXPECTED
     validate_labfacts(facts)
+
+
+def test_node_memory_is_meminfo_total_where_zoneinfo_cannot_be_read(
+    labfacts: ModuleType, tmp_path: Path
+) -> None:
+    root = fake_grace(tmp_path)
+    (root / "proc" / "zoneinfo").unlink()
+    facts = labfacts.gather(str(root), machine="aarch64", page_size=65536)
+    assert [n["memory_bytes"] for n in facts["numa_nodes"]] == [
+        498069504 * KIB, 500170752 * KIB, 0, 1048576 * KIB,
+    ]  # fmt: skip
 
 
 def test_facts_command_prints_the_json_for_a_root(tmp_path: Path) -> None:
@@ -193,7 +239,10 @@ def test_facts_command_prints_the_json_for_a_root(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     facts = json.loads(proc.stdout)
     validate_labfacts(facts)
-    assert facts["numa_nodes"] == GRACE_EXPECTED["numa_nodes"]
+    assert [n["cpus"] for n in facts["numa_nodes"]] == [[0, 1], [2, 3], [], []]
+    # a fake root has no page size of its own: the command reads this machine's
+    pages = [n["memory_bytes"] // facts["base_page_size"] for n in facts["numa_nodes"]]
+    assert pages == [7864320, 7864320, 0, 16384]
     assert facts["cpu_model"] == "Neoverse-V2"
 
 
@@ -288,16 +337,22 @@ def sys_cpulist(text: str) -> list[int]:
 
 
 def sys_nodes() -> dict[int, dict[str, Any]]:
-    """Node number -> cpus and MemTotal bytes, read straight from /sys."""
+    """Node number -> cpus (from /sys) and memory (present pages in /proc/zoneinfo, summed
+    by awk, times the page size)."""
+    present = subprocess.run(
+        ["awk", '/^Node/ {node = $2 + 0} $1 == "present" {pages[node] += $2} '
+         'END {for (n in pages) print n, pages[n]}', "/proc/zoneinfo"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    pages = {int(n): int(p) for n, p in zip(present[::2], present[1::2], strict=True)}
+    page_size = os.sysconf("SC_PAGESIZE")
     nodes = {}
     for d in NODE_DIR.glob("node*"):
         if not d.name[4:].isdigit():
             continue
-        total = re.search(r"MemTotal:\s+(\d+) kB", (d / "meminfo").read_text())
-        assert total, d
         nodes[int(d.name[4:])] = {
             "cpus": sys_cpulist((d / "cpulist").read_text()),
-            "memory_bytes": int(total.group(1)) * KIB,
+            "memory_bytes": pages.get(int(d.name[4:]), 0) * page_size,
         }
     return nodes
 
@@ -422,8 +477,8 @@ def test_role_writes_facts_matching_sys(single_node_run: dict[str, Any]) -> None
     assert [n["node"] for n in facts["numa_nodes"]] == sorted(after)
     for node in facts["numa_nodes"]:
         assert node["cpus"] == after[node["node"]]["cpus"], node
-        # Exact on a normal machine; this CI VM initialises its memory lazily, so a node's
-        # MemTotal may grow while the role runs: the value must lie between the two readings.
+        # A node's present pages do not change while the role runs (MemTotal would on a VM
+        # that accepts its memory lazily); the readings around the run bound the value.
         low, high = sorted(
             (before[node["node"]]["memory_bytes"], after[node["node"]]["memory_bytes"])
         )

@@ -283,3 +283,32 @@ def test_the_view_follows_a_recorded_run(recorded: list[dict[str, Any]]) -> None
     # the canary on vnode2 only, and the host went on
     assert progress.hosts["vnode2"].variants_done == ["vanilla", "broken", "mt-unbound"]
     assert not progress.check_errors
+
+
+@pytest.mark.vlab  # real ansible-playbook runs: the slow suite
+def test_a_failed_loop_is_reported_as_its_failed_items(tmp_path: Path) -> None:
+    """One line per failed item, not one more for the loop's "One or more items failed"."""
+    play = tmp_path / "loop.yml"
+    play.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "A loop with one bad item",
+                    "hosts": "localhost",
+                    "gather_facts": False,
+                    "tasks": [
+                        {
+                            "name": "Refuse item two",
+                            "ansible.builtin.fail": {"msg": "item {{ item }} is bad"},
+                            "when": "item == 2",
+                            "loop": [1, 2, 3],
+                        }
+                    ],
+                }
+            ],
+            sort_keys=False,
+        )
+    )
+    run = run_playbook(play, project_dir=REPO, timeout=120)
+    assert run.rc != 0
+    assert run.failures() == ["localhost: Refuse item two: item 2 is bad"], run.failures()

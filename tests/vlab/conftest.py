@@ -11,7 +11,8 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,19 +60,32 @@ class CommandRun:
 
 
 def ansible(
-    tool: str, *arguments: str, timeout: float = 1800, env: dict[str, str] | None = None
+    tool: str,
+    *arguments: str,
+    timeout: float = 1800,
+    env: dict[str, str] | None = None,
+    give_up: Callable[[], bool] | None = None,
 ) -> CommandRun:
-    """Run an Ansible command-line tool from the project's venv, in the repo (ansible.cfg)."""
-    result = subprocess.run(
+    """Run an Ansible command-line tool from the project's venv, in the repo (ansible.cfg).
+    Stopped (non-zero exit) after `timeout` seconds, or as soon as `give_up()` says so."""
+    with subprocess.Popen(
         [str(VENV_BIN / tool), *arguments],
         cwd=REPO,
         env=ansible_environment(env),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=timeout,
-        check=False,
-    )
-    return CommandRun(result.returncode, result.stdout + result.stderr)
+    ) as process:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                output, _ = process.communicate(timeout=1)
+                return CommandRun(process.returncode, output)
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline or (give_up is not None and give_up()):
+                    process.kill()
+                    output, _ = process.communicate()
+                    return CommandRun(process.returncode, f"{output}\n(stopped by the test)")
 
 
 def playbook(

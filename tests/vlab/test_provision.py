@@ -39,7 +39,7 @@ def test_lab_facts_match_each_topology(
                 node,
             )
             first_cpu += wanted["cpus"]
-            # The kernel keeps some of each node for itself: MemTotal is a little below the size.
+            # The node's present pages: its configured size, less any hole in it.
             configured = wanted["memory_mib"] * MIB
             assert 0.85 * configured <= node["memory_bytes"] <= configured, (guest["name"], node)
         assert facts["cpu_count"] == first_cpu

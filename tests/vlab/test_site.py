@@ -347,16 +347,20 @@ def test_the_tables_have_the_threads_layout_with_real_numbers(site: Site) -> Non
 def test_the_copy_threads_cpu_time_is_seen_and_charged_to_nobody(site: Site) -> None:
     """migbench's kernel-thread CPU time per call, on the patched kernels under the busy load:
     an mt_2 call's copy work runs in kworkers, so every one of its samples shows kernel-thread
-    time and the cell's median is well above serial's, whose calls copy in the caller.
-    Tolerance: serial's median is at most a quarter of mt_2's; kernel threads other than the
-    copy's (RCU, timers, the stress load's own interrupts) also run during a serial call,
-    which under TCG takes long enough for them to show."""
+    time, and where the copy is the bulk of the call (the kind that moves the most bytes per
+    call: 2 MiB THPs) the cell's median is well above serial's, whose calls copy in the caller.
+    Tolerance: there, serial's median is at most a quarter of mt_2's. The measurement is of
+    every kernel thread, and others than the copy's (RCU, timers, the network, the stress
+    load's interrupts) run during any call, for a time that grows with the call's duration:
+    under TCG on the busy guest that is ~15 ms per call, more than a small kind's whole copy
+    (64K: 16 folios, 1 MiB), so the ratio is checked only where the copy dominates."""
     for guest in site.guests:
         records = [
             r
             for r in samples(site, guest)
             if r["load"] == "busy" and r["kernel_variant"] in ("mt-unbound", "mt-highpri")
         ]
+        largest = max(records, key=lambda r: r["bytes"])["page_kind"]
         for variant in ("mt-unbound", "mt-highpri"):
             for kind in SWEEP["sweep_folio_kinds"]:
                 mine = [
@@ -366,7 +370,8 @@ def test_the_copy_threads_cpu_time_is_seen_and_charged_to_nobody(site: Site) -> 
                 serial = [r["kthread_cpu_ns"] for r in mine if r["copy_config"] == "serial"]
                 where = f"{guest} {variant} {kind}: mt_2 {mt2}, serial {serial}"
                 assert mt2 and serial and all(ns > 0 for ns in mt2), where
-                assert statistics.median(serial) <= statistics.median(mt2) / 4, where
+                if kind == largest:
+                    assert statistics.median(serial) <= statistics.median(mt2) / 4, where
         assert all(r["accounting_ns"] > 0 for r in records)
         # cgroup v2 on the guests: migbench's own cgroup was charged its own CPU time
         assert all(r["cgroup_cpu_ns"] is not None for r in records)

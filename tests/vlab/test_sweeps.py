@@ -131,6 +131,16 @@ def sweep_run(guests: list[dict[str, Any]]) -> SweepRun:
             )
         )
         sweep.start()
+        ended: list[float] = []
+
+        def sweep_is_long_over() -> bool:
+            """The sweep ended without the killer finding its moment (it failed early, say):
+            give up after a grace time that lets a killer which did kill report the cell."""
+            if sweep.is_alive():
+                return False
+            ended[:] = ended or [time.monotonic()]
+            return time.monotonic() - ended[0] > 30
+
         killer = None
         try:
             killer = ansible(
@@ -141,12 +151,16 @@ def sweep_run(guests: list[dict[str, Any]]) -> SweepRun:
                 "-a",
                 killer_script(run_id),
                 timeout=KILL_WAIT_SECONDS + 120,
+                give_up=sweep_is_long_over,
             )
         finally:
             if killer is None or killer.returncode != 0:
                 stop.set()  # nothing was killed: stop the sweep instead of waiting for it
             sweep.join(SWEEP_TIMEOUT)
-        assert killer.returncode == 0, f"{KILLED} was not killed in a busy cell: {killer.output}"
+        assert killer.returncode == 0, (
+            f"{KILLED} was not killed in a busy cell: {killer.output}\n"
+            + (runs[0].report() if runs else "(the sweep left no result)")
+        )
         killed_in_cell = next(line for line in killer.output.splitlines() if "current_cell" in line)
         (killed,) = runs
         status_after_kill = runner_status(KILLED, run_id)

@@ -48,15 +48,17 @@ def wait_answering(timeout: float = 600) -> None:
     guest_control.ensure_answering(guest, paths, timeout=timeout, reset_hung=False)
 
 
-def installed_variants() -> list[str]:
-    out = host_command(GUEST, "dpkg-query -W -f=${Package}\\t${Status}\\n linux-image-*")
-    return [line for line in out.splitlines() if f"-{VARIANT}-" in line]
+def installed_variants() -> list[tuple[str, str]]:
+    """(package, dpkg status) of the variant's kernel packages on the guest. The format has
+    no backslash escapes: the command module's word splitting would eat them."""
+    out = host_command(GUEST, "dpkg-query -W -f=${Package}|${Status}; linux-image-*")
+    entries = [entry.strip().split("|", 1) for entry in out.split(";") if entry.strip()]
+    return [(package, status) for package, status in entries if f"-{VARIANT}-" in package]
 
 
 def test_a_power_loss_during_the_kernel_install_is_survived(guests: list[dict[str, Any]]) -> None:
     # The variant's package must really be installed here, not found installed.
-    for line in installed_variants():
-        package = line.split("\t")[0]
+    for package, _ in installed_variants():
         purge = ansible("ansible", GUEST, "-b", "-m", "ansible.builtin.apt",
                         "-a", f"name={package} state=absent purge=true")  # fmt: skip
         assert purge.returncode == 0, purge.output
@@ -89,7 +91,8 @@ def test_a_power_loss_during_the_kernel_install_is_survived(guests: list[dict[st
     release = host_command(GUEST, "uname -r").strip()
     assert f"-{VARIANT}-" in release, release
     assert host_command(GUEST, "dpkg --audit").strip() == ""
-    assert all("install ok installed" in line for line in installed_variants())
+    installed = installed_variants()
+    assert installed and all(status == "install ok installed" for _, status in installed)
 
     back = playbook("playbooks/restore_default_kernel.yml", "--limit", GUEST)
     assert back.returncode == 0, report(back)

@@ -101,7 +101,7 @@ class PlaybookRun:
 
     def failures(self) -> list[str]:
         """Each failed or unreachable task result: host, task and message (ignored ones
-        marked, after the others)."""
+        marked, after the others); a failed loop is the items that failed."""
         found: list[str] = []
         ignored: list[str] = []
         for event in self.events:
@@ -109,6 +109,8 @@ class PlaybookRun:
                 continue
             data = event.get("event_data") or {}
             res = data.get("res") or {}
+            if event.get("event") == "runner_on_failed" and isinstance(res.get("results"), list):
+                continue  # a loop's "One or more items failed": its failed items are listed
             message = str(res.get("msg") or res.get("stderr") or res.get("reason") or "").strip()
             line = f"{data.get('host')}: {data.get('task')}: {message[:1500]}"
             (ignored if data.get("ignore_errors") else found).append(line)
