@@ -29,6 +29,14 @@ def test_expansion_counts_and_cells():
     assert p["seed"] == planmod.default_seed("unit")
 
 
+def test_counts_of_a_kind_left_out_make_no_cells():
+    """A narrower -e sweep_folio_kinds keeps the inventory's counts for the other kinds."""
+    d = definition(folio_kinds=["base"])
+    d["page_counts"]["64K"] = [8]
+    p = expand(d)
+    assert {c["page_kind"] for c in p["cells"]} == {"base"}
+
+
 def test_thread_matrix_of_a_patched_variant():
     record = {
         "name": "mt",
@@ -151,9 +159,14 @@ def test_load_plan_rejects_a_tampered_plan():
         ),
         ({"page_counts": {"base": [32]}}, "sweep_page_counts.2M", "missing"),
         (
-            {"page_counts": {"base": [32], "2M": [1], "64K": [2]}},
-            "sweep_page_counts.64K",
-            "not in sweep_folio_kinds",
+            {"page_counts": {"base": [32], "2M": [1], "2m": [2]}},
+            "sweep_page_counts.2m",
+            "unknown folio kind",
+        ),
+        (
+            {"page_counts": {"base": [32], "2M": [1], "64K": [0]}},
+            "sweep_page_counts.64K[0]",
+            "positive integer",
         ),
         ({"folio_kinds": ["base", "huge"]}, "sweep_folio_kinds[1]", "unknown folio kind"),
         ({"folio_kinds": ["base", "3M"]}, "sweep_folio_kinds[1]", "power of two"),

@@ -61,7 +61,7 @@ def set_tuning(host: str, values: dict[str, str]) -> None:
 
 def leftovers(host: str) -> str:
     """Live stress-ng, migbench or sweep runner processes (pgrep: exit 1 when none)."""
-    return shell(host, "pgrep -a -f '[s]tress-ng|[m]igbench|[m]iglab_runner run' || true").strip()
+    return shell(host, "pgrep -a -f '[s]tress-ng|[m]igbench|[m]iglab_host run' || true").strip()
 
 
 def runner_status(host: str, run_id: str) -> dict[str, Any]:
@@ -97,7 +97,7 @@ def killer_script(run_id: str) -> str:
         f"for i in $(seq 1 {KILL_WAIT_SECONDS * 10}); do "
         f'if grep -q \'"current_cell": ".*:busy:\' {progress} 2>/dev/null '
         "&& pgrep -f '[m]igbench/bin/migbench' >/dev/null; then "
-        "pkill -KILL -f 'python3 -m [m]iglab_runner run' || exit 3; "
+        "pkill -KILL -f 'python3 -m [m]iglab_host run' || exit 3; "
         f"grep current_cell {progress}; exit 0; fi; sleep 0.1; done; exit 2"
     )
 
@@ -156,6 +156,13 @@ def sweep_run(guests: list[dict[str, Any]]) -> SweepRun:
         finally:
             if killer is None or killer.returncode != 0:
                 stop.set()  # nothing was killed: stop the sweep instead of waiting for it
+                sweep.join(SWEEP_TIMEOUT)
+                # Neither the killer's loop nor a runner outlives the controller's side of
+                # them by itself: stop what mentions this run on the guests, or the next
+                # sweep there finds a busy host.
+                pattern = f"[{run_id[0]}]{run_id[1:]}"
+                ansible("ansible", ",".join(names), "-b", "-m", "ansible.builtin.shell",
+                        "-a", f"pkill -f -- '{pattern}'; exit 0", timeout=120)  # fmt: skip
             sweep.join(SWEEP_TIMEOUT)
         assert killer.returncode == 0, (
             f"{KILLED} was not killed in a busy cell: {killer.output}\n"
