@@ -94,8 +94,15 @@ class Listener:
         self.sock.close()
 
 
-def lab_inventory(tmp_path: Path, port: int, variants: list[dict[str, Any]]) -> Path:
-    """A real lab's inventory (the example lab's sweep) whose hosts are the listener."""
+def lab_inventory(
+    tmp_path: Path,
+    port: int,
+    variants: list[dict[str, Any]],
+    names: tuple[str, ...] = ("grace1", "epyc1"),
+    sweep: dict[str, Any] | None = None,
+) -> Path:
+    """A real lab's inventory (the example lab's sweep, `sweep` merged over it) whose hosts
+    are the listener."""
     inventory = tmp_path / "inventory" / "testlab"
     (inventory / "group_vars" / "all").mkdir(parents=True)
     (inventory / "group_vars" / "lab").mkdir(parents=True)
@@ -104,8 +111,7 @@ def lab_inventory(tmp_path: Path, port: int, variants: list[dict[str, Any]]) -> 
             "children": {
                 "lab": {
                     "hosts": {
-                        name: {"ansible_host": "127.0.0.1", "ansible_port": port}
-                        for name in ("grace1", "epyc1")
+                        name: {"ansible_host": "127.0.0.1", "ansible_port": port} for name in names
                     }
                 }
             }
@@ -113,8 +119,9 @@ def lab_inventory(tmp_path: Path, port: int, variants: list[dict[str, Any]]) -> 
     }
     (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
     example = REPO / "inventory" / "example-lab" / "group_vars"
+    example_sweep = yaml.safe_load((example / "lab" / "sweep.yml").read_text())
     (inventory / "group_vars" / "lab" / "sweep.yml").write_text(
-        (example / "lab" / "sweep.yml").read_text()
+        yaml.safe_dump({**example_sweep, **(sweep or {})})
     )
     (inventory / "group_vars" / "all" / "kernel_variants.yml").write_text(
         yaml.safe_dump(
@@ -312,3 +319,69 @@ def test_a_failed_loop_is_reported_as_its_failed_items(tmp_path: Path) -> None:
     run = run_playbook(play, project_dir=REPO, timeout=120)
     assert run.rc != 0
     assert run.failures() == ["localhost: Refuse item two: item 2 is bad"], run.failures()
+
+
+VANILLA = [{"name": "vanilla"}]
+# (bad input, how it is given: inventory host names, variants, sweep over the example's,
+# extra vars, stage), and what the refusal must name
+BAD_INPUTS = [
+    ("host name with a path", {"names": ("../../escaped", "epyc1")}, "'../../escaped'"),
+    ("host name with a space", {"names": ("grace1 -H otherbmc", "epyc1")}, "grace1 -H otherbmc"),
+    ("run id with a path", {"extra": ["sweep_run_id=../secret"]}, "'../secret'"),
+    ("collect's run id with a path", {"extra": ["collect_run_id=../secret"], "stage": "collect"},
+     "collect_run_id"),
+    ("page count 0", {"sweep": {"sweep_page_counts": {"base": [0], "2M": [1]}}},
+     "sweep_page_counts.base[0]"),
+    ("unknown folio kind", {"sweep": {"sweep_folio_kinds": ["base", "huge"]}},
+     "sweep_folio_kinds"),
+    ("repetitions not a number", {"sweep": {"sweep_repetitions": "many"}}, "sweep_repetitions"),
+    ("git url that is an option",
+     {"variants": [{"name": "vanilla", "source": {"git": {
+         "url": "--upload-pack=touch /tmp/miglab-pwned", "ref": "main"}}}]},
+     "kernel_variants[0].source.git.url"),
+    ("Message-ID with a path",
+     {"variants": [{"name": "vanilla"}, {"name": "mt", "patches": [
+         {"message_id": "../../../../tmp/evil@x"}]}]},
+     "kernel_variants[1].patches[0]"),
+    ("Message-ID that is an option",
+     {"variants": [{"name": "vanilla"}, {"name": "mt", "patches": [{"message_id": "--help@x"}]}]},
+     "kernel_variants[1].patches[0]"),
+    ("config value not in Kconfig syntax",
+     {"variants": [{"name": "vanilla", "config": {"options": ["CONFIG_NUMA=maybe"]}}]},
+     "kernel_variants[0].config.options[0]"),
+    ("config number that is not one",
+     {"variants": [{"name": "vanilla", "config": {"options": ["CONFIG_HZ=banana"]}}]},
+     "kernel_variants[0].config.options[0]"),
+    ("variant with an unknown key", {"variants": [{"name": "vanilla", "colour": "red"}]},
+     "kernel_variants.colour"),
+    ("variant name with a path", {"variants": [{"name": "../x"}]}, "kernel_variants[0].name"),
+]  # fmt: skip
+
+
+@pytest.mark.vlab  # real ansible-playbook runs: the slow suite
+@pytest.mark.parametrize(("given", "named"), [case[1:] for case in BAD_INPUTS],
+                         ids=[case[0] for case in BAD_INPUTS])  # fmt: skip
+def test_bad_input_is_refused_naming_it_before_any_host_is_contacted(
+    tmp_path: Path, given: dict[str, Any], named: str
+) -> None:
+    listener = Listener()
+    pwned = Path("/tmp/miglab-pwned")
+    pwned.unlink(missing_ok=True)
+    try:
+        inventory = lab_inventory(
+            tmp_path,
+            listener.port,
+            given.get("variants", VANILLA),
+            names=given.get("names", ("grace1", "epyc1")),
+            sweep=given.get("sweep"),
+        )
+        options = RunOptions(
+            REPO, stage=given.get("stage"), inventory=inventory, extra_vars=given.get("extra", [])
+        )
+        outcome = run_lab(options, LogView(io.StringIO()), results_root=tmp_path / "results")
+    finally:
+        listener.close()
+    assert outcome.exit_code == 2, outcome
+    assert any(named in error for error in outcome.check_errors), outcome.check_errors
+    assert listener.connections == 0
+    assert not pwned.exists()
