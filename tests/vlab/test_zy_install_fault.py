@@ -77,22 +77,27 @@ def test_a_power_loss_during_the_kernel_install_is_survived(guests: list[dict[st
     (interrupted,) = runs
     # The reset cut the killer's own connection: it never came back with "exit 2" (no window).
     assert killer.returncode != 0 and "non-zero return code" not in killer.output, killer.output
-    assert interrupted.returncode != 0, report(interrupted)
-    counts = interrupted.recap[GUEST]
-    assert counts["unreachable"] + counts["failed"] >= 1, report(interrupted)
-
-    # The guest comes back by itself, on its known-good kernel.
-    wait_answering()
-    known_good = json.loads(host_command(GUEST, "cat /var/lib/miglab/known-good.json"))
-    assert host_command(GUEST, "uname -r").strip() == known_good["kernel_release"]
-
-    rerun = playbook("playbooks/variant.yml", "-e", f"kernel_variant={VARIANT}", "--limit", GUEST)
-    assert rerun.returncode == 0, report(rerun)
+    # Where the reset lands in dpkg's scripts decides what the play sees. In a task: that
+    # task fails (host unreachable) and a rerun must finish the job. In the role's own
+    # reboot wait (seen once in CI, a script matching after the package was configured):
+    # the play absorbs it. Either way nothing may be left half-installed.
+    if interrupted.returncode != 0:
+        counts = interrupted.recap[GUEST]
+        assert counts["unreachable"] + counts["failed"] >= 1, report(interrupted)
+        # The guest comes back by itself, on its known-good kernel.
+        wait_answering()
+        known = json.loads(host_command(GUEST, "cat /var/lib/miglab/known-good.json"))
+        assert host_command(GUEST, "uname -r").strip() == known["kernel_release"]
+        rerun = playbook(
+            "playbooks/variant.yml", "-e", f"kernel_variant={VARIANT}", "--limit", GUEST
+        )
+        assert rerun.returncode == 0, report(rerun)
     release = host_command(GUEST, "uname -r").strip()
     assert f"-{VARIANT}-" in release, release
     assert host_command(GUEST, "dpkg --audit").strip() == ""
     installed = installed_variants()
     assert installed and all(status == "install ok installed" for _, status in installed)
+    known_good = json.loads(host_command(GUEST, "cat /var/lib/miglab/known-good.json"))
 
     back = playbook("playbooks/restore_default_kernel.yml", "--limit", GUEST)
     assert back.returncode == 0, report(back)
