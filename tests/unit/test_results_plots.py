@@ -113,3 +113,20 @@ def test_cpu_bars_are_split_charged_and_charged_to_nobody(plots: Path) -> None:
     assert series_ids(plots / "cpu-grace1-2M-busy-unbound.svg") == [
         f"series-cpu-{part}-{config}" for part in ("charged", "uncharged") for config in configs
     ]
+
+
+def test_worker_processes_draw_the_same_files_in_the_same_order(tmp_path: Path) -> None:
+    """The report draws its figures in worker processes: the files, their order in the report
+    and their bytes are those drawn in the calling process."""
+    from miglab.results.load import load_samples
+    from miglab.results.report import write_report
+
+    samples = load_samples([fx.write_results(tmp_path / "results")])
+    here = write_report(samples, tmp_path / "here", workers=1)
+    workers = write_report(samples, tmp_path / "workers", workers=2)
+    assert [plot.png.name for plot in workers.plots] == [plot.png.name for plot in here.plots]
+    assert len(here.plots) == 13
+    for mine, theirs in zip(here.plots, workers.plots, strict=True):
+        assert (mine.title, mine.kind, mine.series) == (theirs.title, theirs.kind, theirs.series)
+        assert mine.svg.read_bytes() == theirs.svg.read_bytes(), mine.svg.name
+        assert mine.png.read_bytes() == theirs.png.read_bytes(), mine.png.name

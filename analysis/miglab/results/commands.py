@@ -31,6 +31,7 @@ from miglab.results.crossover import crossover_text_tables, crossover_to_dict, c
 from miglab.results.export import EXPORT_FORMATS, ExportFormat, export_samples
 from miglab.results.load import SampleFilter, SampleSet, load_samples
 from miglab.results.plots import (
+    PlotRenderer,
     plot_cpu_per_gb,
     plot_speedup_heatmaps,
     plot_throughput,
@@ -336,19 +337,21 @@ def run_plot(args: argparse.Namespace) -> int:
         raise ConfigError("filters", "no samples match")
     statistic = cast(Statistic, args.stat)
     tables = build_tables(frame, statistic, rule, args.confidence)
-    files = plot_throughput(tables, args.output, args.confidence)
-    if (frame["copy_config"] == VANILLA).any() and (frame["copy_config"] != VANILLA).any():
-        if statistic in ("mean", "amean", "median"):
-            test: Test = "bootstrap" if statistic == "median" else "welch"
-            comparison = speedups(
-                frame, VANILLA, statistic, test, confidence=args.confidence, rule=rule
-            )
-            page_sizes = {table.key.host: table.base_page_size for table in tables}
-            files += plot_speedup_heatmaps(
-                comparison_tables(comparison, page_sizes, "x over vanilla"), args.output
-            )
-    costs = cost_tables(frame, args.confidence)
-    files += plot_tradeoff(costs, args.output) + plot_cpu_per_gb(costs, args.output)
+    with PlotRenderer() as renderer:
+        renderer.submit(plot_throughput, tables, args.output, args.confidence)
+        if (frame["copy_config"] == VANILLA).any() and (frame["copy_config"] != VANILLA).any():
+            if statistic in ("mean", "amean", "median"):
+                test: Test = "bootstrap" if statistic == "median" else "welch"
+                comparison = speedups(
+                    frame, VANILLA, statistic, test, confidence=args.confidence, rule=rule
+                )
+                page_sizes = {table.key.host: table.base_page_size for table in tables}
+                speedup_tables = comparison_tables(comparison, page_sizes, "x over vanilla")
+                renderer.submit(plot_speedup_heatmaps, speedup_tables, args.output)
+        costs = cost_tables(frame, args.confidence)
+        renderer.submit(plot_tradeoff, costs, args.output)
+        renderer.submit(plot_cpu_per_gb, costs, args.output)
+        files = renderer.files()
     for file in files:
         print(f"{file.png}\n{file.svg}")
     return 0

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
+from scipy import special as scipy_special
 
 from miglab.results.render import TextTable, json_number
-from miglab.results.stats import CELL_KEYS, usable_samples
+from miglab.results.stats import CELL_KEYS, group_codes, usable_samples
 from miglab.results.tables import (
     MISSING_MARK,
     VANILLA,
@@ -62,7 +62,8 @@ def estimate(values: np.ndarray, confidence: float = 0.95) -> Estimate:
     mean = float(values.mean())
     if n < 2:
         return Estimate(n, mean, float("nan"), float("nan"))
-    half = float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / np.sqrt(n))
+    quantile = scipy_special.stdtrit(n - 1, 0.5 + confidence / 2)  # Student's t, n - 1 dof
+    half = float(quantile * values.std(ddof=1) / np.sqrt(n))
     return Estimate(n, mean, mean - half, mean + half)
 
 
@@ -85,12 +86,18 @@ def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
     return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
 
 
+_SAMPLE_COLUMNS = ["caller_cpu_ns", "kthread_cpu_ns", "cgroup_cpu_ns", "load_cpu_share",
+                   "load_cpu_share_baseline"]  # fmt: skip
+
+
 def per_sample_costs(frame: pd.DataFrame) -> pd.DataFrame:
     """The usable samples with their CPU ms per GB (charged, uncharged, cgroup) and the
     application's loss in percent."""
-    usable = frame[usable_samples(frame)]
+    columns = [*CELL_KEYS, "base_page_size", "run_id", "bytes", "elapsed_ns"]
+    present = [name for name in _SAMPLE_COLUMNS if name in frame.columns]
+    usable = frame[columns + present][usable_samples(frame)]  # copies only what is read
     moved_gb = usable["bytes"].to_numpy(dtype=float) / BYTES_PER_GB
-    out = usable[[*CELL_KEYS, "base_page_size", "run_id", "bytes", "elapsed_ns"]].copy()
+    out = usable[columns].copy()
     out["charged_ms_per_gb"] = _column(usable, "caller_cpu_ns") / NS_PER_MS / moved_gb
     out["uncharged_ms_per_gb"] = _column(usable, "kthread_cpu_ns") / NS_PER_MS / moved_gb
     out["cgroup_ms_per_gb"] = _column(usable, "cgroup_cpu_ns") / NS_PER_MS / moved_gb
@@ -112,18 +119,25 @@ def cost_cells(frame: pd.DataFrame, confidence: float = 0.95) -> dict[tuple[obje
     keys = costs[list(CELL_KEYS)].astype(object)
     keys.loc[is_vanilla, "kernel_variant"] = VANILLA
     keys.loc[is_vanilla, "workqueue"] = None
-    costs = costs.assign(**{f"key_{k}": keys[k] for k in CELL_KEYS})
-    group_keys = [f"key_{k}" for k in CELL_KEYS]
+    codes, groups = group_codes(keys, CELL_KEYS)
+    # each cell's rows, from one sort of the group numbers (no DataFrame per cell)
+    order = np.argsort(codes, kind="stable")
+    rows_of = np.split(order, np.cumsum(np.bincount(codes, minlength=len(groups)))[:-1])
+    arrays = {
+        name: costs[name].to_numpy(dtype=float)
+        for name in ("charged_ms_per_gb", "uncharged_ms_per_gb", "cgroup_ms_per_gb",
+                     "app_loss_percent", "bytes", "elapsed_ns")
+    }  # fmt: skip
     cells: dict[tuple[object, ...], CostCell] = {}
-    for key, group in costs.groupby(group_keys, observed=True, dropna=False, sort=False):
-        normal = tuple(None if isinstance(v, float) and np.isnan(v) else v for v in key)
-        loss = group["app_loss_percent"].to_numpy(dtype=float)
+    for key, rows in zip(groups.itertuples(index=False, name=None), rows_of, strict=True):
+        normal = tuple(None if pd.isna(v) else v for v in key)
+        loss = arrays["app_loss_percent"][rows]
         loss = loss[~np.isnan(loss)]
         cells[normal] = CostCell(
-            charged=estimate(group["charged_ms_per_gb"].to_numpy(dtype=float), confidence),
-            uncharged=estimate(group["uncharged_ms_per_gb"].to_numpy(dtype=float), confidence),
-            cgroup=estimate(group["cgroup_ms_per_gb"].to_numpy(dtype=float), confidence),
-            gbps=float(group["bytes"].sum() / group["elapsed_ns"].sum()),
+            charged=estimate(arrays["charged_ms_per_gb"][rows], confidence),
+            uncharged=estimate(arrays["uncharged_ms_per_gb"][rows], confidence),
+            cgroup=estimate(arrays["cgroup_ms_per_gb"][rows], confidence),
+            gbps=float(arrays["bytes"][rows].sum() / arrays["elapsed_ns"][rows].sum()),
             # one measurement per cell, repeated on each of its samples
             app_loss_percent=float(np.median(loss)) if len(loss) else float("nan"),
         )

@@ -35,6 +35,7 @@ from miglab.results.crossover import crossover_text_tables, crossovers
 from miglab.results.load import SampleSet
 from miglab.results.plots import (
     PlotFile,
+    PlotRenderer,
     plot_cpu_per_gb,
     plot_speedup_heatmaps,
     plot_throughput,
@@ -381,51 +382,59 @@ def write_report(
     confidence: float = 0.95,
     show_spread: bool = False,
     show_noise: bool = False,
+    workers: int | None = None,
 ) -> ReportFiles:
+    """workers: processes drawing the plots (default: one per CPU; 1 draws them here)."""
     rule = rule or StabilityRule()
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = samples.frame
     tables = build_tables(frame, statistic, rule, confidence)
     sidecars = sidecars_for(source.path for source in samples.sources)
     plot_dir = out_dir / "plots"
-    plots = plot_throughput(tables, plot_dir, confidence)
+    # the figures are drawn in worker processes while the statistics below are computed
+    with PlotRenderer(workers) as renderer:
+        renderer.submit(plot_throughput, tables, plot_dir, confidence)
 
-    speedup: Comparison | None = None
-    speedup_text: list[TextTable] = []
-    has_vanilla = bool((frame["copy_config"] == VANILLA).any()) if not frame.empty else False
-    has_patched = bool((frame["copy_config"] != VANILLA).any()) if not frame.empty else False
-    if has_vanilla and has_patched and statistic in ("mean", "amean", "median"):
-        test: Test = "bootstrap" if statistic == "median" else "welch"
-        speedup = speedups(frame, VANILLA, statistic, test, confidence=confidence, rule=rule)
-        page_sizes = {table.key.host: table.base_page_size for table in tables}
-        speedup_tables = comparison_tables(speedup, page_sizes, "x over vanilla")
-        speedup_text = comparison_text_tables(speedup, speedup_tables, show_spread, True, True)
-        plots += plot_speedup_heatmaps(speedup_tables, plot_dir)
+        speedup: Comparison | None = None
+        speedup_text: list[TextTable] = []
+        has_vanilla = bool((frame["copy_config"] == VANILLA).any()) if not frame.empty else False
+        has_patched = bool((frame["copy_config"] != VANILLA).any()) if not frame.empty else False
+        if has_vanilla and has_patched and statistic in ("mean", "amean", "median"):
+            test: Test = "bootstrap" if statistic == "median" else "welch"
+            speedup = speedups(frame, VANILLA, statistic, test, confidence=confidence, rule=rule)
+            page_sizes = {table.key.host: table.base_page_size for table in tables}
+            speedup_tables = comparison_tables(speedup, page_sizes, "x over vanilla")
+            speedup_text = comparison_text_tables(speedup, speedup_tables, show_spread, True, True)
+            renderer.submit(plot_speedup_heatmaps, speedup_tables, plot_dir)
 
-    costs = cost_tables(frame, confidence)
-    cost_text = cost_text_tables(costs, show_spread)
-    plots += plot_tradeoff(costs, plot_dir) + plot_cpu_per_gb(costs, plot_dir)
-    crossover_text: list[TextTable] = []
-    if statistic in ("mean", "amean", "median") and has_patched:
-        test = "bootstrap" if statistic == "median" else "welch"
-        known = {VANILLA: speedup} if speedup is not None else {}
-        found = crossovers(frame, statistic, test, confidence=confidence, rule=rule, known=known)
-        sizes = {table.key.host: table.base_page_size for table in tables}
-        crossover_text = crossover_text_tables(found, sizes, 0.05, "holm")
-    ceiling_text: list[TextTable] = []
-    if any(side.ceilings for side in sidecars):
-        try:
-            relative = relative_to_ceiling(tables, sidecars)
-        except ConfigError as error:
-            ceiling_text = []
-            ceiling_problem = str(error)
+        costs = cost_tables(frame, confidence)
+        cost_text = cost_text_tables(costs, show_spread)
+        renderer.submit(plot_tradeoff, costs, plot_dir)
+        renderer.submit(plot_cpu_per_gb, costs, plot_dir)
+        crossover_text: list[TextTable] = []
+        if statistic in ("mean", "amean", "median") and has_patched:
+            test = "bootstrap" if statistic == "median" else "welch"
+            known = {VANILLA: speedup} if speedup is not None else {}
+            found = crossovers(
+                frame, statistic, test, confidence=confidence, rule=rule, known=known
+            )
+            sizes = {table.key.host: table.base_page_size for table in tables}
+            crossover_text = crossover_text_tables(found, sizes, 0.05, "holm")
+        ceiling_text: list[TextTable] = []
+        if any(side.ceilings for side in sidecars):
+            try:
+                relative = relative_to_ceiling(tables, sidecars)
+            except ConfigError as error:
+                ceiling_text = []
+                ceiling_problem = str(error)
+            else:
+                ceiling_problem = ""
+                ceiling_text = [
+                    summary_text_table(table, rule, show_spread, "markdown") for table in relative
+                ]
         else:
             ceiling_problem = ""
-            ceiling_text = [
-                summary_text_table(table, rule, show_spread, "markdown") for table in relative
-            ]
-    else:
-        ceiling_problem = ""
+        plots = renderer.files()
 
     warnings = _warnings(samples, tables, sidecars, frame)
     if ceiling_problem:
