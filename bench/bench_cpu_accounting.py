@@ -71,7 +71,9 @@ def main() -> int:
         rows = [("as the machine is", processes(), measure(binary, args.reps))]
         sleepers = [subprocess.Popen(["sleep", "600"]) for _ in range(args.extra)]
         try:
-            rows.append((f"with {args.extra} more processes", processes(), measure(binary, args.reps)))
+            rows.append(
+                (f"with {args.extra} more processes", processes(), measure(binary, args.reps))
+            )
         finally:
             for sleeper in sleepers:
                 sleeper.kill()

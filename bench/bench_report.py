@@ -5,8 +5,10 @@ page) on a large generated result set.
 Generates N samples (default 1,000,000; bench_tables.py's generator: 2 hosts, 3 kernels,
 idle and busy, base and 2M, vanilla/serial/mt_1..mt_32, with the CPU and load fields of
 schema 2) in a temporary directory, then, in a fresh Python process so that peak memory is
-the report's own, loads them and writes the report. Prints wall seconds per stage and the
-peak RSS.
+the report's own, loads them and writes the report. Prints wall seconds per stage, the
+peak RSS of the report's process, and the peak memory of it and the worker processes that
+draw the plots together (their proportional set sizes summed, sampled every 0.1 s: shared
+pages counted once).
 
 The issue's budget: <= 15 s and <= 1.5 GiB for 1,000,000 samples on this 2-core machine.
 
@@ -23,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -52,6 +55,46 @@ def measure(root: Path, out: Path) -> dict[str, float]:
     }
 
 
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        queue += parents.get(current, [])
+    return found
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_peak_mib(process: subprocess.Popen[str], stop: threading.Event) -> list[float]:
+    """Starts a sampler of the summed PSS of process and its descendants; the returned list
+    holds the peak (MiB) once stop is set."""
+    peak = [0.0]
+
+    def sample() -> None:
+        while not stop.wait(0.1) and process.poll() is None:
+            total = sum(_pss_kib(pid) for pid in _descendants(process.pid))
+            peak[0] = max(peak[0], total / 1024)
+
+    threading.Thread(target=sample, daemon=True).start()
+    return peak
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=1_000_000)
@@ -64,19 +107,25 @@ def main() -> int:
     root = args.keep or Path(tempfile.mkdtemp(prefix="miglab-bench-"))
     try:
         written = generate(root / "results", args.samples)
-        result = subprocess.run(
+        process = subprocess.Popen(
             [sys.executable, __file__, "--measure", str(root / "results"), str(root / "report")],
-            check=True,
-            capture_output=True,
+            stdout=subprocess.PIPE,
             text=True,
         )
-        f = json.loads(result.stdout)
+        stop = threading.Event()
+        peak = tree_peak_mib(process, stop)
+        stdout, _ = process.communicate()
+        stop.set()
+        if process.returncode != 0:
+            raise SystemExit(f"the measurement failed (exit {process.returncode})")
+        f = json.loads(stdout)
         print(
             f"{written} samples: load+validate {f['load_s']:.2f} s, report {f['report_s']:.2f} s "
             f"({int(f['plots'])} plots, HTML {f['html_mib']:.1f} MiB), total {f['total_s']:.2f} s; "
-            f"peak RSS {f['peak_rss_mib']:.0f} MiB (load average before {f['loadavg_before']:.2f})"
+            f"peak RSS {f['peak_rss_mib']:.0f} MiB, with the plot workers {peak[0]:.0f} MiB "
+            f"(PSS) (load average before {f['loadavg_before']:.2f})"
         )
-        within = f["total_s"] <= 15.0 and f["peak_rss_mib"] <= 1536
+        within = f["total_s"] <= 15.0 and max(f["peak_rss_mib"], peak[0]) <= 1536
         print("budget (<= 15 s, <= 1536 MiB):", "met" if within else "NOT met")
     finally:
         if args.keep is None:

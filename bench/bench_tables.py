@@ -27,11 +27,17 @@ from pathlib import Path
 import numpy as np
 
 HOSTS = (("grace1", "aarch64", 65536, "r1"), ("epyc1", "x86_64", 4096, "r2"))
-KINDS = {"base": (32, 256, 512, 768, 1024), "2M": (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 768, 1024)}
+KINDS = {
+    "base": (32, 256, 512, 768, 1024),
+    "2M": (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 768, 1024),
+}
 LOADS = ("idle", "busy")
 PATCHED_CONFIGS = ("serial", "mt_1", "mt_2", "mt_4", "mt_8", "mt_16", "mt_32")
-KERNELS = (("vanilla", None, ("vanilla",)), ("mt-unbound", "unbound", PATCHED_CONFIGS),
-           ("mt-highpri", "highpri", PATCHED_CONFIGS))
+KERNELS = (
+    ("vanilla", None, ("vanilla",)),
+    ("mt-unbound", "unbound", PATCHED_CONFIGS),
+    ("mt-highpri", "highpri", PATCHED_CONFIGS),
+)
 
 
 def _cells(host: tuple[str, str, int, str]) -> list[dict[str, object]]:
@@ -43,21 +49,31 @@ def _cells(host: tuple[str, str, int, str]) -> list[dict[str, object]]:
             for variant, workqueue, configs in KERNELS:
                 for config in configs:
                     for count in counts:
-                        cells.append({
-                            "schema": "miglab.sample/2", "run_id": run_id, "host": name,
-                            "arch": arch, "base_page_size": page_size,
-                            "kernel_release": f"6.13.0-{variant}", "kernel_variant": variant,
-                            "kernel_build_hash": None if variant == "vanilla" else "0123abcd",
-                            "workqueue": workqueue, "load": load, "copy_config": config,
-                            "threads": int(config[3:]) if config.startswith("mt_") else None,
-                            "page_kind": kind, "folio_size": folio, "page_count": count,
-                            "bytes": folio * count,
-                            # the load's CPU share in the cell and before it (busy only)
-                            "load_cpu_share": 0.8 if load == "busy" else None,
-                            "load_cpu_share_baseline": 0.9 if load == "busy" else None,
-                            # as the sweep runner writes it
-                            "cell_id": f"{variant}:{load}:{config}:{kind}:{count}",
-                        })
+                        cells.append(
+                            {
+                                "schema": "miglab.sample/2",
+                                "run_id": run_id,
+                                "host": name,
+                                "arch": arch,
+                                "base_page_size": page_size,
+                                "kernel_release": f"6.13.0-{variant}",
+                                "kernel_variant": variant,
+                                "kernel_build_hash": None if variant == "vanilla" else "0123abcd",
+                                "workqueue": workqueue,
+                                "load": load,
+                                "copy_config": config,
+                                "threads": int(config[3:]) if config.startswith("mt_") else None,
+                                "page_kind": kind,
+                                "folio_size": folio,
+                                "page_count": count,
+                                "bytes": folio * count,
+                                # the load's CPU share in the cell and before it (busy only)
+                                "load_cpu_share": 0.8 if load == "busy" else None,
+                                "load_cpu_share_baseline": 0.9 if load == "busy" else None,
+                                # as the sweep runner writes it
+                                "cell_id": f"{variant}:{load}:{config}:{kind}:{count}",
+                            }
+                        )
     return cells
 
 
@@ -152,7 +168,9 @@ def main() -> int:
         print(f"generated {written} samples in {time.perf_counter() - started:.1f} s ({root})")
         result = subprocess.run(
             [sys.executable, __file__, "--measure", str(root)],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         figures = json.loads(result.stdout)
         print(
