@@ -9,6 +9,7 @@ leaves behind (sockets, pid files) is removed by `stop`, so `down` leaves nothin
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -106,15 +107,32 @@ def qmp(paths: GuestPaths, command: str, **arguments: object) -> object:
             monitor.close()
 
 
+def base_image_identity(base_image: Path) -> str:
+    """What names a base image's bytes: its path and when it was built. An overlay reads
+    every cluster it has not written from its base, so an overlay made on an earlier build
+    of the same image (same inputs, same file name: mmdebstrap is not bit-reproducible) reads
+    another file system's blocks. Seen here: GRUB failing on its modules' ELF magic after
+    the image cache was rebuilt under a running lab's guests."""
+    try:
+        built_at = json.loads(base_image.with_suffix(".json").read_text())["built_at"]
+    except (OSError, ValueError, KeyError, TypeError):
+        stat = base_image.stat()  # no metadata: the file itself
+        built_at = f"size {stat.st_size} mtime_ns {stat.st_mtime_ns}"
+    return f"{base_image}\nbuilt {built_at}\n"
+
+
 def prepare_disks(guest: Guest, paths: GuestPaths, base_image: Path, ovmf_vars: str) -> list[str]:
     """Overlay disk and firmware variables, made once and kept across up/down. Returns what changed."""
     changed = []
     paths.directory.mkdir(parents=True, exist_ok=True)
     backing_file = paths.directory / "base-image"
-    recorded_base = os.readlink(backing_file) if backing_file.is_symlink() else None
-    if not paths.disk.exists() or recorded_base != str(base_image):
-        # A new base image means a new overlay: an overlay on another base is garbage.
-        for stale in (paths.disk, paths.efi_vars, backing_file):
+    identity_file = paths.directory / "base-image.id"
+    identity = base_image_identity(base_image)
+    recorded = identity_file.read_text() if identity_file.exists() else None
+    if not paths.disk.exists() or recorded != identity:
+        # A new base image (or a rebuild of it) means a new overlay: an overlay on another
+        # base is garbage.
+        for stale in (paths.disk, paths.efi_vars, backing_file, identity_file):
             stale.unlink(missing_ok=True)
         subprocess.run(
             [
@@ -131,7 +149,8 @@ def prepare_disks(guest: Guest, paths: GuestPaths, base_image: Path, ovmf_vars: 
             ],
             check=True,
         )
-        backing_file.symlink_to(base_image)
+        backing_file.symlink_to(base_image)  # for a person looking at the lab's state
+        identity_file.write_text(identity)
         changed.append("disk")
     if not paths.efi_vars.exists():
         shutil.copyfile(ovmf_vars, paths.efi_vars)
