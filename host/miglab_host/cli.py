@@ -66,11 +66,16 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     if args.verify:
         if not args.dir:
             raise planmod.PlanError("--dir", "manifest --verify needs --dir")
-        code, answer = manifest.verify(args.dir)
+        if args.unpack:
+            code, answer = manifest.unpack(args.unpack, args.dir)
+        else:
+            code, answer = manifest.verify(args.dir)
     else:
         if not args.run_dir:
             raise planmod.PlanError("--run-dir", "manifest needs --run-dir (or --verify --dir)")
-        code, answer = manifest.write(args.run_dir, args.lab_facts, args.allow_running)
+        code, answer = manifest.write(
+            args.run_dir, args.lab_facts, args.allow_running, args.archive
+        )
     print(json.dumps(answer, sort_keys=True))
     return code
 
@@ -276,7 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lab-facts", help="copy this lab facts file into the run first")
     s.add_argument("--allow-running", action="store_true", help="even while a runner writes")
     s.add_argument("--verify", action="store_true", help="verify a fetched run (with --dir)")
+    s.add_argument("--archive", help="also write the run as this tar (one transfer home)")
     s.add_argument("--dir", help="the fetched run directory to verify")
+    s.add_argument("--unpack", metavar="ARCHIVE", help="first write the archive's files in --dir")
     s.set_defaults(func=cmd_manifest)
 
     s = sub.add_parser("kbuild", help="build (or plan) one kernel build spec")
