@@ -1,4 +1,7 @@
-"""Provisioning on the virtual lab: each guest's lab facts match its configured NUMA shape."""
+"""Provisioning on the virtual lab: each guest's lab facts match its configured NUMA shape.
+
+That provisioning again changes nothing is checked by test_site's second run of the whole
+job (changed=0 on every host, provisioning included), not by a run of its own here."""
 
 from __future__ import annotations
 
@@ -44,11 +47,3 @@ def test_lab_facts_match_each_topology(
             assert 0.85 * configured <= node["memory_bytes"] <= configured, (guest["name"], node)
         assert facts["cpu_count"] == first_cpu
 
-
-def test_provision_again_changes_nothing(
-    provisioned: PlaybookRun, guests: list[dict[str, Any]]
-) -> None:
-    again = playbook("playbooks/provision.yml")
-    assert again.returncode == 0, report(again)
-    for guest in guests:
-        assert again.host(guest["name"])["changed"] == 0, again.changed_tasks(guest["name"])
