@@ -3,6 +3,8 @@ guest's console (real sockets on localhost stand in for the guest's forwarded po
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -97,3 +99,40 @@ def test_console_tail_keeps_the_last_non_blank_lines(tmp_path: Path) -> None:
     paths = paths_with_console(tmp_path, "".join(f"line {n}\n\n" for n in range(50)))
     assert guests.console_tail(paths, 3) == "line 47\nline 48\nline 49"
     assert guests.console_tail(GuestPaths.for_guest(tmp_path, "nobody")) == "(no console log)"
+
+
+def hanging_up_monitor(path: Path) -> threading.Thread:
+    """A QMP monitor that negotiates and then hangs up at once, as a qemu going down in a
+    power cycle does (qemu.qmp then fails an assertion inside connect)."""
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(1)
+
+    def serve() -> None:
+        connection, _ = server.accept()
+        greeting = {"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""},
+                            "capabilities": []}}  # fmt: skip
+        connection.sendall(json.dumps(greeting).encode() + b"\r\n")
+        connection.recv(4096)  # qmp_capabilities
+        connection.sendall(b'{"return": {}}\r\n')
+        connection.close()
+        server.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_monitor_that_hangs_up_while_connecting_is_not_answering(tmp_path: Path) -> None:
+    paths = GuestPaths(tmp_path)
+    paths.pidfile.write_text(f"{os.getpid()}\n")
+    served = hanging_up_monitor(paths.qmp_socket)
+    with pytest.raises(MiglabError, match="hung up while connecting"):
+        guests.qmp(paths, "query-status")
+    served.join(5)
+    hanging_up_monitor(paths.qmp_socket.with_name("again.sock"))
+    paths.qmp_socket.unlink()
+    paths.qmp_socket.with_name("again.sock").rename(paths.qmp_socket)
+    assert guests._answering_pid(paths) is None  # not ready yet: asked again later
+    # The old qemu of a power cycle is not asked at all.
+    assert guests._answering_pid(paths, not_pid=os.getpid()) is None

@@ -96,7 +96,13 @@ def qmp(paths: GuestPaths, command: str, **arguments: object) -> object:
     """One QMP command on the guest's monitor socket (the lab's power button)."""
     monitor = QEMUMonitorProtocol(str(paths.qmp_socket))
     try:
-        monitor.connect()
+        try:
+            monitor.connect()
+        except AssertionError as error:
+            # qemu.qmp asserts that a negotiated session is still running: a monitor that
+            # hangs up right after the greeting (a qemu going down during a power cycle)
+            # fails that assertion instead of raising a connection error.
+            raise ConnectionError("the monitor hung up while connecting") from error
         return monitor.cmd(command, **arguments)
     except (OSError, ConnectionError, EOFError, QMPError) as error:
         # EOFError: qemu closed the socket first (a `quit` may go before its reply).
@@ -201,11 +207,12 @@ def write_seed(guest: Guest, paths: GuestPaths, authorized_key: str) -> bool:
     return True
 
 
-def _answering_pid(paths: GuestPaths) -> int | None:
+def _answering_pid(paths: GuestPaths, not_pid: int | None = None) -> int | None:
     """qemu's pid once it runs and its QMP monitor answers (it writes the pid file before it
-    opens its sockets, and a socket file exists a moment before it accepts)."""
+    opens its sockets, and a socket file exists a moment before it accepts). `not_pid`: a
+    qemu going away (a power cycle's old one) is not asked: its monitor may still accept."""
     pid = _read_pid(paths.pidfile)
-    if pid is None or not _pid_alive(pid) or not paths.qmp_socket.exists():
+    if pid is None or pid == not_pid or not _pid_alive(pid) or not paths.qmp_socket.exists():
         return None
     try:
         qmp(paths, "query-status")
@@ -324,8 +331,8 @@ def power_cycle(paths: GuestPaths, timeout: float = 30.0) -> int:
     os.kill(supply, signal.SIGUSR1)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        new_pid = _answering_pid(paths)
-        if new_pid not in (None, pid):
+        new_pid = _answering_pid(paths, not_pid=pid)
+        if new_pid is not None:
             return new_pid
         if power_supply_pid(paths) is None:
             break
