@@ -112,6 +112,9 @@ def cmd_preflight(args: argparse.Namespace) -> int:
         require_root=not args.no_root_check,
         loopback=args.test_loopback,
     )
+    if args.run_dir:
+        # what `status` says, in the same call: the role decides from it whether to start
+        report["run"] = status_of(_rundir(args))
     print(json.dumps(report, sort_keys=True))
     return 0
 
@@ -311,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("preflight", help="read-only checks of a plan against this host")
     s.add_argument("--plan", required=True)
+    s.add_argument("--run-dir", help="also report this run's status (as `status` does)")
     host_opts(s)
     s.set_defaults(func=cmd_preflight)
 

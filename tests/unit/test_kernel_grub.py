@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from kernel_testlib import GRUB_MODULE, load
 
 grub = load(GRUB_MODULE, "kernel_grub_module")
@@ -77,3 +79,24 @@ def test_bls_entries(tmp_path: Path) -> None:
     assert menu["by_release"] == {"6.12.0-mt-1234abcd": "abc-6.12.0-mt-1234abcd"}
     assert menu["next_entry"] == "abc-6.12.0-mt-1234abcd"
     assert menu["default_is_saved"] is True
+
+
+def test_running_kernel_is_read_from_the_banner() -> None:
+    banner = (
+        "Linux version 6.12.117-vanilla-df0e0679 (miglab@miglab-df0e0679abcd) "
+        "(gcc (Debian 12.2.0-14) 12.2.0) #1 SMP\n"
+    )
+    assert grub.running_kernel(banner) == {
+        "banner": banner.strip(),
+        "release": "6.12.117-vanilla-df0e0679",
+    }
+
+
+def test_the_known_good_record_is_read_and_a_missing_one_is_none(tmp_path: Path) -> None:
+    record = tmp_path / "known-good.json"
+    assert grub.read_record(str(record)) is None
+    record.write_text('{"kernel_release": "6.1.0-50-cloud-amd64"}\n')
+    assert grub.read_record(str(record)) == {"kernel_release": "6.1.0-50-cloud-amd64"}
+    record.write_text("[]")
+    with pytest.raises(ValueError, match="not a JSON object"):
+        grub.read_record(str(record))

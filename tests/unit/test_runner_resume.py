@@ -282,6 +282,13 @@ def test_status_reports_progress_and_a_dead_runner(lab):
     run(lab)
     st = status()
     assert st["state"] == "finished" and st["done"] == st["total"] == len(lab["plan"]["cells"])
+    # The preflight says the same in its own call (the sweep role starts nothing from it).
+    checked = subprocess.run(
+        [sys.executable, "-m", "miglab_host", "preflight", "--plan", str(lab["plan_path"]),
+         "--run-dir", str(lab["run_dir"]), "--sys-root", str(lab["root"]), "--no-root-check"],
+        capture_output=True, text=True, env=env, check=True,
+    ).stdout  # fmt: skip
+    assert json.loads(checked)["run"] == st
 
 
 def test_second_runner_waits_for_the_first_then_resumes(lab):
