@@ -26,7 +26,6 @@ options:
 """
 
 import json
-
 import os
 import re
 from typing import Any
