@@ -10,6 +10,7 @@ and THP settings are back to what they were before it.
 from __future__ import annotations
 
 import json
+import shlex
 import threading
 import time
 from dataclasses import dataclass
@@ -88,17 +89,52 @@ class SweepRun:
     results: Path
 
 
-def killer_script(run_id: str) -> str:
-    """A loop on the guest (polling through SSH would be too slow: a vlab sweep takes about a
-    minute): as soon as the runner is in a busy cell with migbench running, SIGKILL the runner,
-    which leaves it no chance to clean up, and print the cell it was in."""
-    progress = f"{RESULTS_ROOT}/{run_id}/progress.json"
-    return (
-        f"for i in $(seq 1 {KILL_WAIT_SECONDS * 10}); do "
-        f'if grep -q \'"current_cell": ".*:busy:\' {progress} 2>/dev/null '
-        "&& pgrep -f '[m]igbench/bin/migbench' >/dev/null; then "
-        "pkill -KILL -f 'python3 -m [m]iglab_host run' || exit 3; "
-        f"grep current_cell {progress}; exit 0; fi; sleep 0.1; done; exit 2"
+# The killer, run on the guest by python3 with the run's directory as its argument (so that
+# the fixture's clean-up finds it by the run id). One process that forks nothing: a shell loop
+# of grep and sleep, ten forks a second under TCG, kept a 2-vCPU guest 75% busy, and the
+# sweep's idle cells then waited in vain for a quiet host. Reading a small file five times a
+# second costs well under 1% of a CPU.
+KILLER = """
+import json, os, signal, sys, time
+
+progress = os.path.join(sys.argv[1], "progress.json")
+
+
+def commands():
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                yield int(pid), f.read().decode(errors="replace").split("\\0")
+        except OSError:
+            pass
+
+
+deadline = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    try:
+        with open(progress) as f:
+            cell = json.load(f).get("current_cell") or ""
+    except (OSError, ValueError):
+        cell = ""
+    if ":busy:" in cell and any(a[0].endswith("migbench/bin/migbench") for _, a in commands()):
+        runners = [pid for pid, a in commands() if a[1:4] == ["-m", "miglab_host", "run"]]
+        if not runners:
+            sys.exit(3)
+        for pid in runners:
+            os.kill(pid, signal.SIGKILL)
+        print("current_cell:", cell)
+        sys.exit(0)
+    time.sleep(0.2)
+sys.exit(2)
+"""
+
+
+def killer_command(run_id: str) -> str:
+    """As soon as the runner is in a busy cell with migbench running, SIGKILL the runner, which
+    leaves it no chance to clean up, and print the cell it was in. A loop on the guest: polling
+    through SSH would be too slow (a vlab sweep takes about a minute)."""
+    return shlex.join(
+        ["/usr/bin/python3", "-c", KILLER, f"{RESULTS_ROOT}/{run_id}", str(KILL_WAIT_SECONDS)]
     )
 
 
@@ -149,7 +185,7 @@ def sweep_run(guests: list[dict[str, Any]]) -> SweepRun:
                 "-m",
                 "ansible.builtin.shell",
                 "-a",
-                killer_script(run_id),
+                killer_command(run_id),
                 timeout=KILL_WAIT_SECONDS + 120,
                 give_up=sweep_is_long_over,
             )
