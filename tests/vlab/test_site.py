@@ -294,7 +294,9 @@ def test_each_column_ran_the_copy_path_it_names_and_the_data_survived(site: Site
                 assert set(counters.values()) == {0}, (where, counters)
             else:
                 requested = int(r["copy_config"].removeprefix("mt_"))
-                assert counters["pgmigrate_mt_folios"] == r["page_count"], (where, counters)
+                # At least every folio of the move: the counters are the whole kernel's, and
+                # under the busy load compaction also migrates (a replay saw 65 for 64 pages).
+                assert counters["pgmigrate_mt_folios"] >= r["page_count"], (where, counters)
                 assert counters["pgmigrate_mt_batches"] >= 1, (where, counters)
                 assert counters["pgmigrate_mt_fallbacks"] == 0, (where, counters)
                 assert r["threads_effective"] == min(requested, cpus), (where, counters)
