@@ -26,6 +26,8 @@ from .conftest import REPO, ad_hoc, ansible, host_command, playbook, report
 
 KILLED = "vnode1"
 RESULTS_ROOT = "/var/lib/miglab/results"
+HOST_PACKAGE = "/opt/miglab/host"
+MIGBENCH = "/opt/miglab/migbench/bin/migbench"
 SCHEMA = json.loads((REPO / "host" / "miglab_host" / "results-schema.json").read_text())
 # What the sweep changes (sweep_tuning: numa_balancing 0, THP madvise/madvise), set beforehand
 # to other values so that a restore is visible rather than a coincidence.
@@ -68,7 +70,7 @@ def leftovers(host: str) -> str:
 def runner_status(host: str, run_id: str) -> dict[str, Any]:
     out = host_command(
         host,
-        f"chdir=/opt/miglab/host /usr/bin/python3 -m miglab_host status --run-dir {RESULTS_ROOT}/{run_id}",
+        f"chdir={HOST_PACKAGE} /usr/bin/python3 -m miglab_host status --run-dir {RESULTS_ROOT}/{run_id}",
     )
     return dict(json.loads(out))
 
@@ -93,35 +95,26 @@ class SweepRun:
 # the fixture's clean-up finds it by the run id). One process that forks nothing: a shell loop
 # of grep and sleep, ten forks a second under TCG, kept a 2-vCPU guest 75% busy, and the
 # sweep's idle cells then waited in vain for a quiet host. Reading a small file five times a
-# second costs well under 1% of a CPU.
+# second costs well under 1% of a CPU. The runner names its own pid in progress.json.
 KILLER = """
 import json, os, signal, sys, time
 
-progress = os.path.join(sys.argv[1], "progress.json")
+from miglab_host.procs import find_by_exe
 
-
-def commands():
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                yield int(pid), f.read().decode(errors="replace").split("\\0")
-        except OSError:
-            pass
-
-
-deadline = time.monotonic() + float(sys.argv[2])
+run_dir, seconds, migbench = sys.argv[1:]
+deadline = time.monotonic() + float(seconds)
 while time.monotonic() < deadline:
     try:
-        with open(progress) as f:
-            cell = json.load(f).get("current_cell") or ""
+        with open(os.path.join(run_dir, "progress.json")) as f:
+            progress = json.load(f)
     except (OSError, ValueError):
-        cell = ""
-    if ":busy:" in cell and any(a[0].endswith("migbench/bin/migbench") for _, a in commands()):
-        runners = [pid for pid, a in commands() if a[1:4] == ["-m", "miglab_host", "run"]]
-        if not runners:
+        progress = {}
+    cell = progress.get("current_cell") or ""
+    if ":busy:" in cell and find_by_exe(migbench):
+        try:
+            os.kill(progress["pid"], signal.SIGKILL)
+        except ProcessLookupError:
             sys.exit(3)
-        for pid in runners:
-            os.kill(pid, signal.SIGKILL)
         print("current_cell:", cell)
         sys.exit(0)
     time.sleep(0.2)
@@ -133,9 +126,9 @@ def killer_command(run_id: str) -> str:
     """As soon as the runner is in a busy cell with migbench running, SIGKILL the runner, which
     leaves it no chance to clean up, and print the cell it was in. A loop on the guest: polling
     through SSH would be too slow (a vlab sweep takes about a minute)."""
-    return shlex.join(
-        ["/usr/bin/python3", "-c", KILLER, f"{RESULTS_ROOT}/{run_id}", str(KILL_WAIT_SECONDS)]
-    )
+    run_dir = f"{RESULTS_ROOT}/{run_id}"
+    command = ["/usr/bin/python3", "-c", KILLER, run_dir, str(KILL_WAIT_SECONDS), MIGBENCH]
+    return f"chdir={HOST_PACKAGE} {shlex.join(command)}"
 
 
 @pytest.fixture(scope="module")
