@@ -23,7 +23,12 @@ GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200n8"
 GRUB_TERMINAL="serial console"
 GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
 GRUB_DISABLE_OS_PROBER=true
+# No recovery entries: update-grub (run by every kernel install and removal) spends most of
+# its ~25 s under TCG writing entries, two per kernel; the lab never boots a recovery one.
+GRUB_DISABLE_RECOVERY=true
 GRUB
+# No Xen on a lab guest: its menu script probes every kernel again (~1.6 s under TCG).
+chmod -x "$root/etc/grub.d/20_linux_xen"
 
 cat > "$root/etc/systemd/network/20-wired.network" <<'NET'
 [Match]
