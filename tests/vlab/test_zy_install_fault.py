@@ -29,7 +29,7 @@ VARIANT = next(
     v["name"] for v in VARIANTS["kernel_variants"] if v.get("patches") and not v.get("hosts")
 )
 # What dpkg runs for a kernel package on Debian: the postinst hooks (an initramfs for a
-# kernel that has one, not the virtual lab's; GRUB's update, ~15 s under TCG).
+# kernel that has one, not the virtual lab's; GRUB's update, ~10 s under TCG).
 INSTALLING = "[u]pdate-initramfs|[m]kinitramfs|[z]z-update-grub|[u]pdate-grub"
 
 
