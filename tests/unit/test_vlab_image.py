@@ -24,6 +24,7 @@ def test_key_is_stable_and_ignores_package_order() -> None:
         ImageRecipe(mirror="http://mirror.example/debian"),
         ImageRecipe(packages=(*image.DEFAULT_PACKAGES, "htop")),
         ImageRecipe(root_size_mib=8192),
+        ImageRecipe.for_arch("aarch64"),
     ],
 )
 def test_key_changes_with_each_recipe_input(changed: ImageRecipe) -> None:
@@ -48,7 +49,35 @@ def test_cached_image_needs_its_metadata(tmp_path: Path) -> None:
     assert built.disk.name == f"bookworm-amd64-{recipe.cache_key()[:16]}.qcow2"
     built.disk.write_bytes(b"qcow")
     built.kernel.write_bytes(b"kernel")
+    built.initrd.write_bytes(b"initrd")
     # An interrupted build leaves no metadata: it is not an image to reuse.
     assert not built.exists()
     built.metadata.write_text("{}")
     assert built.exists()
+
+
+def test_the_x86_recipe_is_the_default_one() -> None:
+    assert ImageRecipe.for_arch("x86_64") == ImageRecipe()
+
+
+def test_an_aarch64_image_is_bookworm_arm64_with_the_16k_kernel_from_backports() -> None:
+    recipe = ImageRecipe.for_arch("aarch64", ("htop",), suite="bookworm")
+    assert recipe.debian_arch == "arm64"
+    assert recipe.extra_suites == ("bookworm-backports",)
+    assert "linux-image-arm64-16k" in recipe.packages
+    assert "kexec-tools" in recipe.packages
+    # Booted directly, not by GRUB: no x86 package comes along.
+    assert not {"linux-image-cloud-amd64", "grub-efi-amd64"} & set(recipe.packages)
+    assert recipe.packages[-1] == "htop"
+    assert recipe.image_name().startswith("bookworm-arm64-")
+
+
+def test_an_image_of_an_unknown_arch_is_refused() -> None:
+    with pytest.raises(image.MiglabError, match="riscv64"):
+        ImageRecipe.for_arch("riscv64")
+
+
+def test_a_guest_finds_its_image_kernel_beside_the_disk(tmp_path: Path) -> None:
+    built = BuiltImage.in_cache(tmp_path, ImageRecipe.for_arch("aarch64"))
+    assert BuiltImage.of_disk(built.disk) == built
+    assert built.initrd == built.disk.with_suffix(".initrd")

@@ -36,6 +36,13 @@ def test_valid_guests_parse_with_their_shapes() -> None:
     assert guests[1].vcpus == 3
     assert guests[1].memory_mib == 2560
     assert guests[1].cpu_ranges() == [(0, 1), (2, 2)]
+    assert guests[0].arch == "x86_64"
+
+
+def test_an_aarch64_guest_keeps_its_arch() -> None:
+    (arm,) = parse_guests([{**guest("vgrace", 10024), "arch": "aarch64"}])
+    assert arm.arch == "aarch64"
+    assert arm.to_dict()["arch"] == "aarch64"
 
 
 @pytest.mark.parametrize(
@@ -78,6 +85,8 @@ def test_valid_guests_parse_with_their_shapes() -> None:
             "vlab_guests[0].numa[0].gpus",
             "unknown key",
         ),
+        ([{**guest(), "arch": "riscv64"}], "vlab_guests[0].arch", "x86_64, aarch64"),
+        ([{**guest(), "arch": "arm64"}], "vlab_guests[0].arch", "got 'arm64'"),
         ([guest(port=80)], "vlab_guests[0].ssh_port", "at least 1024"),
         ([guest(name="Bad_Name")], "vlab_guests[0].name", "hostname"),
         ([guest(), guest()], "vlab_guests[1].name", "also guest 0"),

@@ -27,7 +27,8 @@ from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from miglab.errors import MiglabError
-from miglab.vlab.qemu import GuestPaths, guest_command
+from miglab.vlab.image import BuiltImage
+from miglab.vlab.qemu import DirectKernel, GuestPaths, guest_command
 from miglab.vlab.topology import Guest
 
 
@@ -158,7 +159,7 @@ def prepare_disks(guest: Guest, paths: GuestPaths, base_image: Path, ovmf_vars: 
         backing_file.symlink_to(base_image)  # for a person looking at the lab's state
         identity_file.write_text(identity)
         changed.append("disk")
-    if not paths.efi_vars.exists():
+    if guest.arch == "x86_64" and not paths.efi_vars.exists():
         shutil.copyfile(ovmf_vars, paths.efi_vars)
         changed.append("efi_vars")
     return changed
@@ -265,11 +266,14 @@ def launch(argv: list[str], paths: GuestPaths, timeout: float = 30.0) -> int:
     raise MiglabError(f"guest {paths.directory.name}: qemu did not start; {power_log_tail(paths)}")
 
 
-def start(guest: Guest, paths: GuestPaths, accel: str, ovmf_code: str) -> bool:
-    """Start the guest unless it runs already. Returns True when it was started."""
+def start(guest: Guest, paths: GuestPaths, accel: str, ovmf_code: str, base_image: Path) -> bool:
+    """Start the guest unless it runs already. Returns True when it was started. An aarch64
+    guest boots its base image's kernel directly (DirectKernel)."""
     if power_supply_pid(paths) is not None or running_pid(paths) is not None:
         return False
-    launch(guest_command(guest, paths, accel, ovmf_code), paths)
+    image = BuiltImage.of_disk(base_image)
+    direct = DirectKernel(image.kernel, image.initrd) if guest.arch == "aarch64" else None
+    launch(guest_command(guest, paths, accel, ovmf_code, direct), paths)
     return True
 
 

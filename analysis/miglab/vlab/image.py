@@ -4,8 +4,13 @@ Build steps (no loop devices or partition nodes needed, see docs/vlab.md):
 mmdebstrap a Debian tree (customize hook: fstab, GRUB defaults, network, lab user,
 seed unit) -> an ext4 root file made with `mkfs.ext4 -d` and a FAT ESP file -> both
 written into a GPT disk made by sfdisk -> one direct-kernel boot of the guest's own
-kernel whose init installs GRUB for UEFI and runs update-grub -> qcow2. Every guest
-then boots this image (through a copy-on-write overlay) via OVMF and GRUB.
+kernel whose init installs GRUB for UEFI and runs update-grub -> qcow2. Every x86_64
+guest then boots this image (through a copy-on-write overlay) via OVMF and GRUB.
+
+An aarch64 image is bootstrapped as a foreign architecture (qemu-user-static through
+binfmt_misc) with Debian's 16 KiB-page kernel from backports and no GRUB: its guests boot
+that kernel directly (miglab.vlab.qemu.DirectKernel), so the build keeps it and its
+initramfs beside the disk.
 """
 
 from __future__ import annotations
@@ -31,10 +36,20 @@ MIB = 1024 * 1024
 ESP_MIB = 100
 FIRST_PARTITION_MIB = 1
 
-DEFAULT_PACKAGES = (
-    # boots like a server: distro kernel, GRUB for UEFI, systemd, udev
-    "linux-image-cloud-amd64",
-    "grub-efi-amd64",
+# Debian's name of each guest architecture.
+DEBIAN_ARCHES = {"x86_64": "amd64", "aarch64": "arm64"}
+
+# What boots the guest, per architecture: x86_64 like a server (distro kernel, GRUB for UEFI);
+# aarch64 a Grace-like page size (16 KiB: Debian has no 64 KiB flavour, the lab builds those)
+# and kexec-tools, which starts every test kernel (no firmware path keeps its NUMA nodes).
+ARCH_PACKAGES = {
+    "x86_64": ("linux-image-cloud-amd64", "grub-efi-amd64"),
+    "aarch64": ("linux-image-arm64-16k", "kexec-tools"),
+}
+# Suites added to the recipe's own, per architecture (bookworm's 16k kernel is a backport).
+ARCH_EXTRA_SUITES = {"x86_64": (), "aarch64": ("{suite}-backports",)}
+
+COMMON_PACKAGES = (
     "initramfs-tools",
     "systemd-sysv",
     "udev",
@@ -60,6 +75,13 @@ DEFAULT_PACKAGES = (
 )
 
 
+def default_packages(arch: str) -> tuple[str, ...]:
+    return ARCH_PACKAGES[arch] + COMMON_PACKAGES
+
+
+DEFAULT_PACKAGES = default_packages("x86_64")
+
+
 @dataclass(frozen=True)
 class ImageRecipe:
     suite: str = "bookworm"
@@ -67,6 +89,28 @@ class ImageRecipe:
     packages: tuple[str, ...] = DEFAULT_PACKAGES
     root_size_mib: int = 6144
     extra: dict[str, str] = field(default_factory=dict)
+    arch: str = "x86_64"
+    extra_suites: tuple[str, ...] = ()
+
+    @classmethod
+    def for_arch(
+        cls, arch: str, extra_packages: tuple[str, ...] = (), suite: str = "bookworm", **fields: object
+    ) -> ImageRecipe:
+        """The recipe of `arch`'s image: its default packages plus `extra_packages`."""
+        if arch not in DEBIAN_ARCHES:
+            raise MiglabError(f"no guest image for architecture {arch!r}")
+        base = default_packages(arch)
+        return cls(
+            suite=suite,
+            packages=base + tuple(p for p in extra_packages if p not in base),
+            arch=arch,
+            extra_suites=tuple(s.format(suite=suite) for s in ARCH_EXTRA_SUITES[arch]),
+            **fields,  # type: ignore[arg-type]
+        )
+
+    @property
+    def debian_arch(self) -> str:
+        return DEBIAN_ARCHES[self.arch]
 
     def cache_key(self) -> str:
         """sha256 over the recipe, the files copied into the guest and the builder itself."""
@@ -82,27 +126,33 @@ class ImageRecipe:
         return digest.hexdigest()
 
     def image_name(self) -> str:
-        return f"{self.suite}-amd64-{self.cache_key()[:16]}"
+        return f"{self.suite}-{self.debian_arch}-{self.cache_key()[:16]}"
 
 
 @dataclass(frozen=True)
 class BuiltImage:
     disk: Path
     kernel: Path
+    initrd: Path
     metadata: Path
 
     @classmethod
     def in_cache(cls, cache_dir: Path, recipe: ImageRecipe) -> BuiltImage:
-        stem = cache_dir / recipe.image_name()
+        return cls.of_disk(cache_dir / f"{recipe.image_name()}.qcow2")
+
+    @classmethod
+    def of_disk(cls, disk: Path) -> BuiltImage:
+        """The image whose disk is `disk` (a guest's start is given the disk only)."""
         return cls(
-            disk=stem.with_suffix(".qcow2"),
-            kernel=stem.with_suffix(".vmlinuz"),
-            metadata=stem.with_suffix(".json"),
+            disk=disk,
+            kernel=disk.with_suffix(".vmlinuz"),
+            initrd=disk.with_suffix(".initrd"),
+            metadata=disk.with_suffix(".json"),
         )
 
     def exists(self) -> bool:
         # The metadata is written last: a build interrupted before it is not an image.
-        return self.disk.is_file() and self.kernel.is_file() and self.metadata.is_file()
+        return all(path.is_file() for path in (self.disk, self.kernel, self.initrd, self.metadata))
 
 
 def _run(command: list[str], step: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -121,12 +171,15 @@ def _only(pattern: str, directory: Path) -> Path:
 
 
 def bootstrap(recipe: ImageRecipe, rootdir: Path) -> None:
+    """mmdebstrap the tree; a foreign architecture runs its maintainer scripts under
+    qemu-user-static (binfmt_misc must be mounted: the vlab role checks with arch-test)."""
     _run(
         [
             "mmdebstrap",
             "--mode=root",
             "--variant=apt",
             "--format=directory",
+            f"--architectures={recipe.debian_arch}",
             "--include=" + ",".join(recipe.packages),
             # Keep the package lists so apt in the guest works like on a fresh server.
             "--skip=cleanup/apt/lists",
@@ -134,6 +187,7 @@ def bootstrap(recipe: ImageRecipe, rootdir: Path) -> None:
             recipe.suite,
             str(rootdir),
             recipe.mirror,
+            *(f"deb {recipe.mirror} {suite} main" for suite in recipe.extra_suites),
         ],
         "mmdebstrap",
     )
@@ -243,11 +297,13 @@ def build_image(
         kernel_release = kernel.name.removeprefix("vmlinuz-")
         disk = assemble_disk(rootdir, workdir, recipe.root_size_mib)
         shutil.rmtree(rootdir)
-        install_bootloader(disk, workdir / "vmlinuz", workdir / "initrd", accel, timeout)
+        if recipe.arch == "x86_64":
+            install_bootloader(disk, workdir / "vmlinuz", workdir / "initrd", accel, timeout)
         qcow2 = workdir / "disk.qcow2"
         _run(["qemu-img", "convert", "-O", "qcow2", str(disk), str(qcow2)], "convert to qcow2")
         os.replace(qcow2, image.disk)
         os.replace(workdir / "vmlinuz", image.kernel)
+        os.replace(workdir / "initrd", image.initrd)
         metadata = {
             "schema": "miglab.vlab-image/1",
             "cache_key": recipe.cache_key(),

@@ -3,16 +3,38 @@
 from __future__ import annotations
 
 import os
+import platform
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from miglab.errors import ConfigError
 from miglab.vlab.topology import Guest
 
-QEMU = "qemu-system-x86_64"
+# The emulator of each guest architecture, and the Debian package that has it.
+QEMU_BINARIES = {"x86_64": "qemu-system-x86_64", "aarch64": "qemu-system-aarch64"}
+QEMU_PACKAGES = {"x86_64": "qemu-system-x86", "aarch64": "qemu-system-arm"}
+QEMU = QEMU_BINARIES["x86_64"]
 DEFAULT_OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 DEFAULT_OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+# The root file system of every guest image (GPT: ESP, root); the lab's own kernels have no
+# initramfs, so the root is named by device, not by label.
+ROOT_DEVICE = "/dev/vda2"
+
+
+@dataclass(frozen=True)
+class DirectKernel:
+    """What an aarch64 guest boots on power-on (`-kernel`): its image's distribution kernel,
+    the known-good one. Through the UEFI firmware, Debian's 6.12 arm64 kernel loses the second
+    NUMA node (docs/vlab.md); test kernels are started from it with kexec, as on a server."""
+
+    kernel: Path
+    initrd: Path
+
+    def append(self) -> str:
+        return f"root={ROOT_DEVICE} ro console=ttyAMA0"
 
 
 @dataclass(frozen=True)
@@ -74,7 +96,30 @@ class GuestPaths:
         return self.directory / "ssh_host_ed25519_key"
 
 
-def accel_options(accel: str) -> list[str]:
+def check_emulators(guests: list[Guest], key: str = "vlab_guests") -> None:
+    """Every guest's emulator is installed (before any qemu starts)."""
+    for index, guest in enumerate(guests):
+        binary = QEMU_BINARIES[guest.arch]
+        if shutil.which(binary) is None:
+            raise ConfigError(
+                f"{key}[{index}].arch",
+                f"{guest.name} is {guest.arch}, which needs {binary} (Debian package "
+                f"{QEMU_PACKAGES[guest.arch]}); it is not installed",
+            )
+
+
+def guest_accel(guest: Guest, accel: str) -> str:
+    """KVM runs guests of the controller's own architecture only; any other guest is TCG."""
+    return accel if guest.arch == platform.machine() else "tcg"
+
+
+def accel_options(accel: str, arch: str = "x86_64") -> list[str]:
+    if arch == "aarch64":
+        if accel != "tcg":
+            raise ValueError(f"an aarch64 guest runs under tcg here, not {accel!r}")
+        # The architected pointer authentication makes TCG boots ~2.5x slower
+        # (../docs/vlab.md); QEMU's own algorithm is as good for a lab guest.
+        return ["-accel", "tcg,thread=multi", "-cpu", "max,pauth-impdef=on"]
     if accel == "kvm":
         # `-cpu host` alone fails on some hosts ("failed to set MSR 0x10a").
         return ["-accel", "kvm", "-cpu", "host,-arch-capabilities"]
@@ -104,30 +149,52 @@ def smp_option(guest: Guest) -> str:
     return f"{guest.vcpus},sockets={guest.vcpus},cores=1,threads=1"
 
 
+def boot_options(
+    guest: Guest, paths: GuestPaths, ovmf_code: str, direct_kernel: DirectKernel | None
+) -> list[str]:
+    """x86_64: UEFI firmware and GRUB from the guest's own disk. aarch64: `-kernel`."""
+    if guest.arch == "aarch64":
+        if direct_kernel is None:
+            raise ValueError(f"guest {guest.name} (aarch64) needs its image's kernel")
+        return [
+            "-kernel",
+            str(direct_kernel.kernel),
+            "-initrd",
+            str(direct_kernel.initrd),
+            "-append",
+            direct_kernel.append(),
+        ]
+    return [
+        "-drive",
+        f"if=pflash,format=raw,unit=0,readonly=on,file={ovmf_code}",
+        "-drive",
+        f"if=pflash,format=raw,unit=1,file={paths.efi_vars}",
+    ]
+
+
 def guest_command(
     guest: Guest,
     paths: GuestPaths,
     accel: str,
     ovmf_code: str = DEFAULT_OVMF_CODE,
+    direct_kernel: DirectKernel | None = None,
 ) -> list[str]:
-    """The full qemu command line: UEFI firmware, GRUB from the guest's own disk. It runs
-    under the guest's power supply (miglab.vlab.supervisor), which restarts it after a reset."""
+    """The full qemu command line (boot_options: firmware or kernel). It runs under the
+    guest's power supply (miglab.vlab.supervisor), which restarts it after a reset."""
     command = [
-        QEMU,
+        QEMU_BINARIES[guest.arch],
         "-name",
         f"miglab-{guest.name},process=miglab-{guest.name}",
         "-machine",
-        "q35",
-        *accel_options(accel),
+        # virt's GICv2 stops at 8 CPUs; v3 has no such limit.
+        "virt,gic-version=3" if guest.arch == "aarch64" else "q35",
+        *accel_options(guest_accel(guest, accel), guest.arch),
         "-smp",
         smp_option(guest),
         "-m",
         f"{guest.memory_mib}M",
         *numa_options(guest),
-        "-drive",
-        f"if=pflash,format=raw,unit=0,readonly=on,file={ovmf_code}",
-        "-drive",
-        f"if=pflash,format=raw,unit=1,file={paths.efi_vars}",
+        *boot_options(guest, paths, ovmf_code, direct_kernel),
         "-drive",
         f"if=virtio,format=qcow2,file={paths.disk}",
         "-drive",
@@ -135,7 +202,8 @@ def guest_command(
         "-netdev",
         f"user,id=net0,hostfwd=tcp:127.0.0.1:{guest.ssh_port}-:22",
         "-device",
-        "virtio-net-pci,netdev=net0",
+        # No boot ROM: GRUB or `-kernel` boots the guest, never the network.
+        "virtio-net-pci,netdev=net0,romfile=",
         "-qmp",
         f"unix:{paths.qmp_socket},server=on,wait=off",
         # wait=on: the machine starts only once the power supply listens, so no reset is missed.

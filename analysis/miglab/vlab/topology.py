@@ -19,6 +19,9 @@ MAX_VCPUS_PER_GUEST = 64
 MAX_NODES_PER_GUEST = 16
 MIN_NODE_MEMORY_MIB = 128
 GUEST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+# The guest's CPU architecture, as `uname -m` names it: x86_64 guests are the q35 servers,
+# aarch64 guests the Grace-shaped ones (docs/vlab.md).
+ARCHES = ("x86_64", "aarch64")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Guest:
     name: str
     ssh_port: int
     numa: tuple[NumaNode, ...]
+    arch: str = "x86_64"
 
     @property
     def vcpus(self) -> int:
@@ -70,11 +74,14 @@ def _int(value: Any, key: str, minimum: int, maximum: int | None = None) -> int:
 def parse_guest(data: Any, key: str) -> Guest:
     if not isinstance(data, dict):
         raise ConfigError(key, f"must be a mapping with name, ssh_port and numa, got {data!r}")
-    unknown = set(data) - {"name", "ssh_port", "numa"}
+    unknown = set(data) - {"name", "ssh_port", "numa", "arch"}
     if unknown:
         raise ConfigError(
-            f"{key}.{sorted(unknown)[0]}", "unknown key (expected name, ssh_port, numa)"
+            f"{key}.{sorted(unknown)[0]}", "unknown key (expected name, ssh_port, numa, arch)"
         )
+    arch = data.get("arch", "x86_64")
+    if arch not in ARCHES:
+        raise ConfigError(f"{key}.arch", f"must be one of {', '.join(ARCHES)}, got {arch!r}")
     name = data.get("name")
     if not isinstance(name, str) or not GUEST_NAME.match(name):
         raise ConfigError(
@@ -109,7 +116,7 @@ def parse_guest(data: Any, key: str) -> Guest:
                 ),
             )
         )
-    guest = Guest(name=name, ssh_port=port, numa=tuple(nodes))
+    guest = Guest(name=name, ssh_port=port, numa=tuple(nodes), arch=arch)
     if guest.vcpus > MAX_VCPUS_PER_GUEST:
         raise ConfigError(
             f"{key}.numa", f"{guest.vcpus} vCPUs in all; at most {MAX_VCPUS_PER_GUEST}"

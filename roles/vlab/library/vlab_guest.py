@@ -77,7 +77,9 @@ def main() -> None:
                     # A running guest reads its seed at boot: restart it to apply a new one.
                     if guests.stop(paths):
                         changes.append("stopped for the new seed")
-                if guests.start(guest, paths, params["accel"], params["ovmf_code"]):
+                if guests.start(
+                    guest, paths, params["accel"], params["ovmf_code"], Path(params["image"])
+                ):
                     changes.append("started")
             elif guests.running_pid(paths) is None:
                 changes.append("started")

@@ -15,6 +15,7 @@ options:
   mirror: {description: Debian mirror URL., type: str, default: "http://deb.debian.org/debian"}
   extra_packages: {description: Packages added to the default list., type: list, elements: str, default: []}
   root_size_mib: {description: Size of the root filesystem., type: int, default: 6144}
+  arch: {description: "The guests' architecture (x86_64 or aarch64, a foreign bootstrap).", type: str, choices: [x86_64, aarch64], default: x86_64}
   accel: {description: Accelerator for the GRUB-install boot., type: str, choices: [kvm, tcg], default: tcg}
   timeout: {description: Seconds the GRUB-install boot may take., type: int, default: 1200}
 """
@@ -33,6 +34,7 @@ def main() -> None:
             "mirror": {"type": "str", "default": "http://deb.debian.org/debian"},
             "extra_packages": {"type": "list", "elements": "str", "default": []},
             "root_size_mib": {"type": "int", "default": 6144},
+            "arch": {"type": "str", "choices": ["x86_64", "aarch64"], "default": "x86_64"},
             "accel": {"type": "str", "choices": ["kvm", "tcg"], "default": "tcg"},
             "timeout": {"type": "int", "default": 1200},
         },
@@ -55,6 +57,8 @@ def main() -> None:
         "cache_key": recipe.cache_key(),
         "disk": str(image.disk),
         "kernel": str(image.kernel),
+        "initrd": str(image.initrd),
+        "arch": params["arch"],
         "metadata": str(image.metadata),
     }
     if image.exists():

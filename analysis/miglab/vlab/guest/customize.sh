@@ -28,7 +28,10 @@ GRUB_DISABLE_OS_PROBER=true
 GRUB_DISABLE_RECOVERY=true
 GRUB
 # No Xen on a lab guest: its menu script probes every kernel again (~1.6 s under TCG).
-chmod -x "$root/etc/grub.d/20_linux_xen"
+# (An aarch64 image has no GRUB: its guests boot their kernel directly.)
+if [ -e "$root/etc/grub.d/20_linux_xen" ]; then
+	chmod -x "$root/etc/grub.d/20_linux_xen"
+fi
 
 cat > "$root/etc/systemd/network/20-wired.network" <<'NET'
 [Match]
