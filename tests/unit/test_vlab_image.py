@@ -69,6 +69,9 @@ def test_an_aarch64_image_is_bookworm_arm64_with_the_16k_kernel_from_backports()
     # Booted directly, not by GRUB: no x86 package comes along.
     assert not {"linux-image-cloud-amd64", "grub-efi-amd64"} & set(recipe.packages)
     assert recipe.packages[-1] == "htop"
+    # mkinitramfs under qemu-user copies only what mounts the root, not MODULES=most.
+    assert recipe.initramfs_modules == ("virtio_blk", "ext4")
+    assert ImageRecipe().initramfs_modules == ()
     assert recipe.image_name().startswith("bookworm-arm64-")
 
 

@@ -48,6 +48,9 @@ ARCH_PACKAGES = {
 }
 # Suites added to the recipe's own, per architecture (bookworm's 16k kernel is a backport).
 ARCH_EXTRA_SUITES = {"x86_64": (), "aarch64": ("{suite}-backports",)}
+# The only modules in a foreign image's initramfs: what mounts the root file system (virtio
+# PCI is built into Debian's arm64 kernels, the disk driver and ext4 are modules).
+ARCH_INITRAMFS_MODULES = {"x86_64": (), "aarch64": ("virtio_blk", "ext4")}
 
 COMMON_PACKAGES = (
     "initramfs-tools",
@@ -91,6 +94,8 @@ class ImageRecipe:
     extra: dict[str, str] = field(default_factory=dict)
     arch: str = "x86_64"
     extra_suites: tuple[str, ...] = ()
+    # Empty: initramfs-tools' default (MODULES=most).
+    initramfs_modules: tuple[str, ...] = ()
 
     @classmethod
     def for_arch(
@@ -105,6 +110,7 @@ class ImageRecipe:
             packages=base + tuple(p for p in extra_packages if p not in base),
             arch=arch,
             extra_suites=tuple(s.format(suite=suite) for s in ARCH_EXTRA_SUITES[arch]),
+            initramfs_modules=ARCH_INITRAMFS_MODULES[arch],
             **fields,  # type: ignore[arg-type]
         )
 
@@ -183,6 +189,14 @@ def bootstrap(recipe: ImageRecipe, rootdir: Path) -> None:
             "--include=" + ",".join(recipe.packages),
             # Keep the package lists so apt in the guest works like on a fresh server.
             "--skip=cleanup/apt/lists",
+            *(
+                [
+                    f'--essential-hook=sh {GUEST_FILES / "initramfs-modules.sh"} "$1" '
+                    + " ".join(recipe.initramfs_modules)
+                ]
+                if recipe.initramfs_modules
+                else []
+            ),
             f'--customize-hook=sh {GUEST_FILES / "customize.sh"} "$1"',
             recipe.suite,
             str(rootdir),
