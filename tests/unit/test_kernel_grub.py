@@ -100,3 +100,49 @@ def test_the_known_good_record_is_read_and_a_missing_one_is_none(tmp_path: Path)
     record.write_text("[]")
     with pytest.raises(ValueError, match="not a JSON object"):
         grub.read_record(str(record))
+
+
+def run_module(tmp_path: Path, **args: object) -> dict[str, object]:
+    """The module as Ansible runs it: a process reading its arguments from a file."""
+    import json
+    import subprocess
+    import sys
+
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    done = subprocess.run(
+        [sys.executable, str(GRUB_MODULE), str(args_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return dict(json.loads(done.stdout))
+
+
+@pytest.mark.skipif(
+    any(Path(p).exists() for p in ("/boot/grub/grub.cfg", "/boot/grub2/grub.cfg")),
+    reason="this machine boots by GRUB",
+)
+def test_a_host_without_grub_fails_unless_it_boots_test_kernels_by_kexec(tmp_path: Path) -> None:
+    refused = run_module(tmp_path)
+    assert refused["failed"]
+    assert "kexec" in str(refused["msg"])
+    kexec_host = run_module(tmp_path, missing_ok=True, running=True)
+    assert not kexec_host.get("failed")
+    assert kexec_host["grub"] is False
+    assert kexec_host["by_release"] == {}
+    assert kexec_host["grub_cfg"] is None
+    assert kexec_host["running"]["release"]  # type: ignore[index]
+
+
+def test_a_host_with_grub_says_so(tmp_path: Path) -> None:
+    cfg = tmp_path / "grub.cfg"
+    cfg.write_text(
+        "set default=\"${saved_entry}\"\n"
+        "menuentry 'Debian GNU/Linux' --class debian $menuentry_id_option 'gnulinux-simple-x' {\n"
+        "\tlinux /boot/vmlinuz-6.1.0-28-amd64 root=/dev/vda2 ro\n"
+        "}\n"
+    )
+    result = run_module(tmp_path, grub_cfg=str(cfg), missing_ok=True)
+    assert result["grub"] is True
+    assert "6.1.0-28-amd64" in result["by_release"]  # type: ignore[operator]

@@ -23,6 +23,12 @@ options:
   bls_dir: {description: BLS entries directory., type: path, default: /boot/loader/entries}
   state_file: {description: A JSON record to read too (the known-good kernel)., type: path}
   running: {description: Also read the running kernel's banner., type: bool, default: false}
+  missing_ok:
+    description:
+      - A host without GRUB is not an error (one whose firmware or BMC boots a fixed kernel,
+        test kernels started by kexec): C(grub) is false and the menu is empty.
+    type: bool
+    default: false
 """
 
 import json
@@ -176,6 +182,7 @@ def main() -> None:
             "bls_dir": {"type": "path", "default": "/boot/loader/entries"},
             "state_file": {"type": "path"},
             "running": {"type": "bool", "default": False},
+            "missing_ok": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -183,23 +190,28 @@ def main() -> None:
     if not grub_cfg:
         candidates = ["/boot/grub/grub.cfg", "/boot/grub2/grub.cfg"]
         grub_cfg = next((c for c in candidates if os.path.exists(c)), None)
-        if grub_cfg is None:
+        if grub_cfg is None and not module.params["missing_ok"]:
             module.fail_json(
                 msg="no GRUB configuration ("
                 + ", ".join(candidates)
-                + "): is this host booted by GRUB?"
+                + "): is this host booted by GRUB? (A host without GRUB boots test kernels"
+                " with kernel_boot_method: kexec.)"
             )
-    try:
-        with open(grub_cfg, errors="replace") as handle:
-            cfg_text = handle.read()
-    except OSError as error:
-        module.fail_json(msg=f"cannot read {grub_cfg}: {error}")
-    grubenv = module.params["grubenv"] or os.path.join(os.path.dirname(grub_cfg), "grubenv")
-    env_text = ""
-    if os.path.exists(grubenv):
-        with open(grubenv, errors="replace") as handle:
-            env_text = handle.read()
-    result = menu(cfg_text, env_text, parse_bls(module.params["bls_dir"]))
+    grubenv = None
+    if grub_cfg is None:
+        result = {**menu("", "", []), "grub": False}
+    else:
+        try:
+            with open(grub_cfg, errors="replace") as handle:
+                cfg_text = handle.read()
+        except OSError as error:
+            module.fail_json(msg=f"cannot read {grub_cfg}: {error}")
+        grubenv = module.params["grubenv"] or os.path.join(os.path.dirname(grub_cfg), "grubenv")
+        env_text = ""
+        if os.path.exists(grubenv):
+            with open(grubenv, errors="replace") as handle:
+                env_text = handle.read()
+        result = {**menu(cfg_text, env_text, parse_bls(module.params["bls_dir"])), "grub": True}
     if module.params["state_file"]:
         try:
             result["record"] = read_record(module.params["state_file"])
