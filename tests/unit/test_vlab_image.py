@@ -84,3 +84,45 @@ def test_a_guest_finds_its_image_kernel_beside_the_disk(tmp_path: Path) -> None:
     built = BuiltImage.in_cache(tmp_path, ImageRecipe.for_arch("aarch64"))
     assert BuiltImage.of_disk(built.disk) == built
     assert built.initrd == built.disk.with_suffix(".initrd")
+
+
+@pytest.mark.parametrize(("arch", "debian_arch"), [("x86_64", "amd64"), ("aarch64", "arm64")])
+def test_the_role_module_names_each_architecture_its_own_image(
+    tmp_path: Path, arch: str, debian_arch: str
+) -> None:
+    """roles/vlab/library/vlab_image.py, run by ansible (check mode: nothing is built)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).parents[2]
+    args = json.dumps({"cache_dir": str(tmp_path), "arch": arch})
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible"),
+            "localhost",
+            "--check",
+            "-M",
+            "roles/vlab/library",
+            "-m",
+            "vlab_image",
+            "-a",
+            args,
+            "--one-line",
+        ],
+        cwd=repo,
+        env={**os.environ, "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # "localhost | CHANGED => {...}"
+    result = json.loads(done.stdout.split("=>", 1)[1])
+    expected = BuiltImage.in_cache(tmp_path, ImageRecipe.for_arch(arch))
+    assert result["changed"] is True
+    assert result["disk"] == str(expected.disk)
+    assert Path(result["disk"]).name.startswith(f"bookworm-{debian_arch}-")
+    assert result["initrd"] == str(expected.initrd)
+    assert not expected.disk.exists()

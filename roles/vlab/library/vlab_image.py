@@ -41,16 +41,17 @@ def main() -> None:
         supports_check_mode=True,
     )
     with lab_errors(module):
-        from miglab.vlab.image import DEFAULT_PACKAGES, BuiltImage, ImageRecipe, build_image
+        from miglab.vlab.image import BuiltImage, ImageRecipe, build_image
 
     params = module.params
-    recipe = ImageRecipe(
-        suite=params["suite"],
-        mirror=params["mirror"],
-        packages=DEFAULT_PACKAGES
-        + tuple(p for p in params["extra_packages"] if p not in DEFAULT_PACKAGES),
-        root_size_mib=params["root_size_mib"],
-    )
+    with lab_errors(module):
+        recipe = ImageRecipe.for_arch(
+            params["arch"],
+            tuple(params["extra_packages"]),
+            suite=params["suite"],
+            mirror=params["mirror"],
+            root_size_mib=params["root_size_mib"],
+        )
     cache_dir = Path(params["cache_dir"])
     image = BuiltImage.in_cache(cache_dir, recipe)
     result = {
