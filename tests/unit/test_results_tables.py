@@ -376,6 +376,9 @@ def test_a_clamped_mt_cell_is_marked_with_the_threads_that_ran(tmp_path: Path) -
         ("512M", 65536, "512MB THP"),
         ("1G", 4096, "1GB"),
         ("32M", 16384, "32MB THP"),
+        # Debian's arm64-16k kernel, the virtual lab's aarch64 known-good one
+        ("base", 16384, "16KB"),
+        ("2M", 16384, "2MB mTHP"),
     ],
 )
 def test_page_kind_labels(kind: str, base: int, label: str) -> None:
