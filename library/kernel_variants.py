@@ -27,6 +27,9 @@ options:
           elements: str, default: []}
   host_groups: {description: host -> its groups; the result then says which variants each host gets (for_host).,
                 type: dict, default: {}}
+  host_arch: {description: "host -> its architecture (lab_arch: x86_64, aarch64) where known; an option named
+              after another architecture (CONFIG_ARM64_*, CONFIG_X86_*) asked of it is an error.", type: dict, default: {}}
+  host_options: {description: host -> its lab_arch_kernel_options (checked the same way)., type: dict, default: {}}
 """
 
 def main() -> None:
@@ -42,12 +45,18 @@ def main() -> None:
             "groups": {"type": "list", "elements": "str", "default": []},
             "hosts": {"type": "list", "elements": "str", "default": []},
             "host_groups": {"type": "dict", "default": {}},
+            "host_arch": {"type": "dict", "default": {}},
+            "host_options": {"type": "dict", "default": {}},
         },
         supports_check_mode=True,
     )
     params = module.params
     with lab_errors(module):
-        from miglab.lab.variants import validate_variants, variants_by_host
+        from miglab.lab.variants import (
+            architecture_mismatches,
+            validate_variants,
+            variants_by_host,
+        )
 
         variants, errors = validate_variants(
             params["variants"],
@@ -56,6 +65,12 @@ def main() -> None:
             params["select"],
             params["groups"],
             params["hosts"],
+        )
+        raw_names = [
+            str(v.get("name", "")) if isinstance(v, dict) else "" for v in params["variants"]
+        ]
+        errors += architecture_mismatches(
+            variants, raw_names, params["host_groups"], params["host_arch"], params["host_options"]
         )
     if errors:
         module.fail_json(msg="invalid kernel variants: " + "; ".join(errors), errors=errors)

@@ -386,3 +386,81 @@ def test_which_host_gets_which_variant(lab: Path) -> None:
         variants, {"grace1": ["all", "lab", "grace"], "epyc1": ["all", "lab", "x86"]}
     )
     assert by_host == {"grace1": ["vanilla", "grace-only"], "epyc1": ["vanilla", "canary"]}
+
+
+HOST_GROUPS = {"grace1": ["all", "lab", "grace"], "epyc1": ["all", "lab", "x86"]}
+HOST_ARCH = {"grace1": "aarch64", "epyc1": "x86_64"}
+
+
+def test_an_option_of_another_architecture_names_its_key_and_the_host(lab: Path) -> None:
+    raw = [
+        {"name": "vanilla"},
+        {
+            "name": "mt",
+            "config": {"options": ["CONFIG_NUMA=y", "# CONFIG_X86_5LEVEL is not set"]},
+            # a 64 KiB variant asked for the x86 group
+            "group_options": {"x86": ["CONFIG_ARM64_64K_PAGES=y"], "grace": ["ARM64_64K_PAGES"]},
+        },
+    ]
+    variants, errors = validate(raw, lab)
+    assert errors == []
+    problems = variants_module.architecture_mismatches(
+        variants,
+        [v["name"] for v in raw],
+        HOST_GROUPS,
+        HOST_ARCH,
+        {"epyc1": ["CONFIG_NUMA=y", "CONFIG_ARM_GIC_V3=y"]},
+    )
+    assert problems == [
+        "kernel_variants[1].config.options[1]: # CONFIG_X86_5LEVEL is not set is an x86 option, "
+        "and grace1 (groups all, grace, lab) is aarch64",
+        "lab_arch_kernel_options[1] (host epyc1): CONFIG_ARM_GIC_V3=y is an arm option, and "
+        "epyc1 is x86_64",
+        "kernel_variants[1].group_options.x86[0]: CONFIG_ARM64_64K_PAGES=y is an arm64 option, "
+        "and epyc1 (groups all, lab, x86) is x86_64",
+    ]
+
+
+def test_hosts_of_unknown_architecture_are_not_judged(lab: Path) -> None:
+    raw = [{"name": "v", "config": {"options": ["CONFIG_ARM64_64K_PAGES=y"]}}]
+    variants, _ = validate(raw, lab)
+    assert variants_module.architecture_mismatches(variants, ["v"], HOST_GROUPS, {}, {}) == []
+    # an aarch64 host may ask for arm64 options
+    assert (
+        variants_module.architecture_mismatches(
+            variants, ["v"], {"grace1": HOST_GROUPS["grace1"]}, HOST_ARCH, {}
+        )
+        == []
+    )
+
+
+@pytest.mark.vlab  # a real ansible-playbook run: the slow suite
+def test_the_check_play_refuses_a_64k_option_for_the_x86_group_before_any_host(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+
+    done = subprocess.run(
+        [
+            str(REPO / ".venv" / "bin" / "ansible-playbook"),
+            "-i",
+            "inventory/example-lab/hosts.yml",
+            "playbooks/check.yml",
+            "-e",
+            '{"kernel_variant_defaults": {"source": {"debian_package": "linux-source-6.12"},'
+            ' "group_options": {"x86": ["CONFIG_ARM64_64K_PAGES=y"]}}}',
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode != 0
+    # The example lab's hosts are placeholders (192.0.2.x): had the play contacted one, it
+    # would have failed as unreachable instead.
+    assert "unreachable=1" not in done.stdout
+    assert (
+        "group_options.x86[0]: CONFIG_ARM64_64K_PAGES=y is an arm64 option, and epyc1 "
+        "(groups lab, x86) is x86_64"
+    ) in done.stdout + done.stderr

@@ -406,3 +406,70 @@ def variants_by_host(
         host: [v["name"] for v in variants if variant_applies(v, host, groups)]
         for host, groups in host_groups.items()
     }
+
+
+# Kernel options named after an architecture: the prefixes of the others' (an option line may
+# drop CONFIG_, or be '# CONFIG_X is not set').
+FOREIGN_OPTION_PREFIXES = {
+    "x86_64": ("ARM64_", "ARM_"),
+    "aarch64": ("X86_", "X86="),
+}
+ARCH_OF_PREFIX = {"ARM64_": "arm64", "ARM_": "arm", "X86_": "x86", "X86=": "x86"}
+
+
+def _option_name(text: str) -> str:
+    text = text.strip().removeprefix("# ").removeprefix("CONFIG_")
+    return text.split(" is not set")[0]
+
+
+def foreign_arch_option(option: str, arch: str) -> str | None:
+    """The architecture `option` belongs to, when it is not `arch` (else None)."""
+    name = _option_name(option)
+    for prefix in FOREIGN_OPTION_PREFIXES.get(arch, ()):
+        if name.startswith(prefix) or name == prefix.rstrip("_="):
+            return ARCH_OF_PREFIX[prefix]
+    return None
+
+
+def architecture_mismatches(
+    variants: list[dict[str, Any]],
+    raw_names: list[str],
+    host_groups: dict[str, list[str]],
+    host_arch: dict[str, str],
+    host_options: dict[str, list[str]],
+) -> list[str]:
+    """Options of another architecture asked of a host whose architecture is known
+    (`lab_arch`), before any host is touched: e.g. CONFIG_ARM64_64K_PAGES=y for an x86 group.
+    Each error names the key that asks for it and the host."""
+    errors: list[str] = []
+    for host, groups in host_groups.items():
+        arch = host_arch.get(host) or ""
+        if arch not in FOREIGN_OPTION_PREFIXES:
+            continue
+        for index, option in enumerate(host_options.get(host) or []):
+            other = foreign_arch_option(str(option), arch)
+            if other:
+                errors.append(
+                    f"lab_arch_kernel_options[{index}] (host {host}): {option} is an {other} "
+                    f"option, and {host} is {arch}"
+                )
+        for variant in variants:
+            if not variant_applies(variant, host, groups):
+                continue
+            key = f"kernel_variants[{raw_names.index(variant['name'])}]"
+            asked = [
+                (f"{key}.config.options[{i}]", o)
+                for i, o in enumerate(variant["config"].get("options", []))
+            ] + [
+                (f"{key}.group_options.{group}[{i}]", o)
+                for group in sorted(set(groups) & set(variant["group_options"]))
+                for i, o in enumerate(variant["group_options"][group])
+            ]
+            for where, option in asked:
+                other = foreign_arch_option(option, arch)
+                if other:
+                    errors.append(
+                        f"{where}: {option} is an {other} option, and {host} "
+                        f"(groups {', '.join(sorted(groups))}) is {arch}"
+                    )
+    return errors
