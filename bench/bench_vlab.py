@@ -25,9 +25,7 @@ PLAYBOOK = [str(REPO / ".venv" / "bin" / "ansible-playbook"), "playbooks/vlab.ym
 
 def timed_playbook(inventory: list[str], *extra: str) -> float:
     started = time.monotonic()
-    subprocess.run(
-        [*PLAYBOOK, *inventory, *extra], cwd=REPO, check=True, stdout=subprocess.DEVNULL
-    )
+    subprocess.run([*PLAYBOOK, *inventory, *extra], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     return time.monotonic() - started
 
 
