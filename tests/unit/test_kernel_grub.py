@@ -138,7 +138,7 @@ def test_a_host_without_grub_fails_unless_it_boots_test_kernels_by_kexec(tmp_pat
 def test_a_host_with_grub_says_so(tmp_path: Path) -> None:
     cfg = tmp_path / "grub.cfg"
     cfg.write_text(
-        "set default=\"${saved_entry}\"\n"
+        'set default="${saved_entry}"\n'
         "menuentry 'Debian GNU/Linux' --class debian $menuentry_id_option 'gnulinux-simple-x' {\n"
         "\tlinux /boot/vmlinuz-6.1.0-28-amd64 root=/dev/vda2 ro\n"
         "}\n"

@@ -85,17 +85,11 @@ def test_accelerators(monkeypatch: pytest.MonkeyPatch) -> None:
     assert option_values(kvm, "-cpu") == ["host,-arch-capabilities"]
 
 
+GRACE = {"name": "vgrace", "ssh_port": 10024, "arch": "aarch64"}
+
+
 def make_arm_command() -> list[str]:
-    (guest,) = parse_guests(
-        [
-            {
-                "name": "vgrace",
-                "ssh_port": 10024,
-                "arch": "aarch64",
-                "numa": [{"cpus": 2, "memory_mib": 1024}, {"cpus": 2, "memory_mib": 1024}],
-            }
-        ]
-    )
+    (guest,) = parse_guests([{**GRACE, "numa": [{"cpus": 2, "memory_mib": 1024}] * 2}])
     paths = GuestPaths.for_guest(Path("/lab/state"), guest.name)
     kernel = DirectKernel(Path("/cache/img.vmlinuz"), Path("/cache/img.initrd"))
     # kvm asked for (the probe's answer for x86 guests): an arm64 guest still runs under TCG.
@@ -133,16 +127,7 @@ def test_an_aarch64_guest_boots_its_image_kernel_directly_with_both_disks() -> N
 
 
 def test_an_aarch64_guest_without_its_kernel_is_refused() -> None:
-    (guest,) = parse_guests(
-        [
-            {
-                "name": "vgrace",
-                "ssh_port": 10024,
-                "arch": "aarch64",
-                "numa": [{"cpus": 1, "memory_mib": 512}] * 2,
-            }
-        ]
-    )
+    (guest,) = parse_guests([{**GRACE, "numa": [{"cpus": 1, "memory_mib": 512}] * 2}])
     with pytest.raises(ValueError, match="vgrace"):
         guest_command(guest, GuestPaths.for_guest(Path("/s"), "vgrace"), "tcg")
 
@@ -153,12 +138,7 @@ def test_a_guest_whose_emulator_is_missing_names_its_arch(
     guests = parse_guests(
         [
             {"name": "vnode1", "ssh_port": 10022, "numa": [{"cpus": 1, "memory_mib": 512}]},
-            {
-                "name": "vgrace",
-                "ssh_port": 10024,
-                "arch": "aarch64",
-                "numa": [{"cpus": 1, "memory_mib": 512}],
-            },
+            {**GRACE, "numa": [{"cpus": 1, "memory_mib": 512}]},
         ]
     )
     monkeypatch.setenv("PATH", str(tmp_path))
