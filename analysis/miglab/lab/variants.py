@@ -408,26 +408,26 @@ def variants_by_host(
     }
 
 
-# Kernel options named after an architecture: the prefixes of the others' (an option line may
-# drop CONFIG_, or be '# CONFIG_X is not set').
-FOREIGN_OPTION_PREFIXES = {
-    "x86_64": ("ARM64_", "ARM_"),
-    "aarch64": ("X86_", "X86="),
+# Kernel options named after an architecture: the symbol itself (CONFIG_X86) or a prefix of
+# the others' (CONFIG_ARM64_64K_PAGES), with the architecture each belongs to.
+FOREIGN_OPTIONS = {
+    "x86_64": (("ARM64", "arm64"), ("ARM", "arm")),
+    "aarch64": (("X86", "x86"),),
 }
-ARCH_OF_PREFIX = {"ARM64_": "arm64", "ARM_": "arm", "X86_": "x86", "X86=": "x86"}
 
 
 def _option_name(text: str) -> str:
+    """CONFIG_X=y, X, '# CONFIG_X is not set' -> X."""
     text = text.strip().removeprefix("# ").removeprefix("CONFIG_")
-    return text.split(" is not set")[0]
+    return text.split(" is not set")[0].split("=")[0]
 
 
 def foreign_arch_option(option: str, arch: str) -> str | None:
     """The architecture `option` belongs to, when it is not `arch` (else None)."""
     name = _option_name(option)
-    for prefix in FOREIGN_OPTION_PREFIXES.get(arch, ()):
-        if name.startswith(prefix) or name == prefix.rstrip("_="):
-            return ARCH_OF_PREFIX[prefix]
+    for symbol, other in FOREIGN_OPTIONS.get(arch, ()):
+        if name == symbol or name.startswith(symbol + "_"):
+            return other
     return None
 
 
@@ -444,7 +444,7 @@ def architecture_mismatches(
     errors: list[str] = []
     for host, groups in host_groups.items():
         arch = host_arch.get(host) or ""
-        if arch not in FOREIGN_OPTION_PREFIXES:
+        if arch not in FOREIGN_OPTIONS:
             continue
         for index, option in enumerate(host_options.get(host) or []):
             other = foreign_arch_option(str(option), arch)

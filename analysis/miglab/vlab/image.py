@@ -99,7 +99,11 @@ class ImageRecipe:
 
     @classmethod
     def for_arch(
-        cls, arch: str, extra_packages: tuple[str, ...] = (), suite: str = "bookworm", **fields: object
+        cls,
+        arch: str,
+        extra_packages: tuple[str, ...] = (),
+        suite: str = "bookworm",
+        **fields: object,
     ) -> ImageRecipe:
         """The recipe of `arch`'s image: its default packages plus `extra_packages`."""
         if arch not in DEBIAN_ARCHES:

@@ -118,7 +118,7 @@ def accel_options(accel: str, arch: str = "x86_64") -> list[str]:
         if accel != "tcg":
             raise ValueError(f"an aarch64 guest runs under tcg here, not {accel!r}")
         # The architected pointer authentication makes TCG boots ~2.5x slower
-        # (../docs/vlab.md); QEMU's own algorithm is as good for a lab guest.
+        # (docs/vlab.md); QEMU's own algorithm is as good for a lab guest.
         return ["-accel", "tcg,thread=multi", "-cpu", "max,pauth-impdef=on"]
     if accel == "kvm":
         # `-cpu host` alone fails on some hosts ("failed to set MSR 0x10a").
