@@ -35,8 +35,10 @@ def preflight(
     stress_ng: str = "stress-ng",
     require_root: bool = True,
     loopback: bool = False,
+    page_size: int | None = None,
 ) -> dict:
-    """Read-only checks of a plan against this host. Raises PreflightError naming the key."""
+    """Read-only checks of a plan against this host. Raises PreflightError naming the key.
+    `page_size`: the base page size in bytes (default: this kernel's)."""
     d = plan["definition"]
     variant = plan["variant_definition"]
     key = planmod.KEY_PREFIX
@@ -62,7 +64,7 @@ def preflight(
                     f"node {d[name]} has no memory on this host (nodes with memory: {nodes})",
                 )
 
-    page_size = os.sysconf("SC_PAGESIZE")
+    page_size = page_size or os.sysconf("SC_PAGESIZE")
     offered = offered_sizes(tree)
     report["base_page_size"] = page_size
     report["offered_folio_sizes"] = sorted(format_bytes(s) for s in offered)
