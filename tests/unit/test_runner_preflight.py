@@ -88,3 +88,13 @@ def test_a_count_is_checked_against_the_node_in_folios_of_the_host(tmp_path: Pat
         preflight(plan(["base"], counts), large, require_root=False, page_size=64 * KIB)
     assert err.value.key == "sweep_page_counts.base[0]"
     assert "65536 x 64K does not fit comfortably into a node of this host (4G)" in str(err.value)
+
+
+def test_2m_is_mthp_on_a_16k_host_and_the_pmd_is_32m(tmp_path: Path) -> None:
+    """Debian's arm64-16k kernel (the virtual lab's Grace-shaped guest powers on with it)."""
+    tree = host_tree(tmp_path, 32 * MIB, (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384))
+    report = preflight(
+        plan(["base", "2M"], {"base": [4], "2M": [1]}), tree, require_root=False, page_size=16 * KIB
+    )
+    assert report["ok"] and "2M" in report["offered_folio_sizes"]
+    assert "32M" in report["offered_folio_sizes"] and "64M" not in report["offered_folio_sizes"]
