@@ -567,7 +567,7 @@ def unchanged_file_times(tree: Path) -> dict[str, tuple[str, int]]:
     """Before a new variant's branch is made from pristine: the files the current checkout
     has changed from pristine, with their blob and mtime. The reset to pristine rewrites them
     and the patches may write them back as they were (another variant of the same series):
-    make would then rebuild all that includes them (vm_event_item.h: nearly everything)."""
+    make would then rebuild all that includes them (mm/internal.h: all of mm/)."""
     changed = git(tree, "diff", "--name-only", "-z", PRISTINE_TAG, "HEAD").stdout.split("\0")
     out: dict[str, tuple[str, int]] = {}
     for path in filter(None, changed):
