@@ -265,7 +265,7 @@ def test_the_repository_inventories_validate(lab_name: str) -> None:
         data.get("kernel_variant_defaults", {}),
         str(base_dir),
         groups=["all", "lab", "grace", "x86", "controller"],
-        hosts=["vnode1", "vnode2", "vgrace", "grace1", "grace2", "epyc1", "localhost"],
+        hosts=["vnode1", "vnode2", "grace1", "grace2", "epyc1", "localhost"],
     )
     assert errors == []
     names = [v["name"] for v in variants]

@@ -1,16 +1,14 @@
 """The lab's main job on the virtual lab, for real, the way a user runs it: `miglab run`
 (playbooks/site.yml through ansible-runner, with its line-by-line view). It checks the
 definition, provisions, builds the lab's variants of Debian's linux-source-6.12 (vanilla,
-broken, and the lab's own copy series as mt-unbound and mt-highpri) for x86-64 and, with 64 KiB
-pages, for arm64, and each guest boots (GRUB on x86, kexec on the Grace-shaped vgrace),
-verifies, sweeps (idle and busy; base pages, 2 MiB THP and 64K mTHP on x86, 64 KiB pages and 2
-MiB mTHP on vgrace; vanilla, serial, mt_1, mt_2, mt_4) and collects each of its variants at its
-own pace; the broken one (a canary on vnode2 and vgrace) panics, is power-cycled back to the
-known-good kernel and reported while everything else completes; every host ends on its default
-kernel; the run ends with the thread's tables and a report. The records prove which copy path
-ran (the series' vmstat counters), the data survived it (migbench's pattern check), the kernel
-logs stayed clean and the knobs were put back. A second `miglab run` with nothing changed
-changes nothing and rebuilds nothing.
+broken, and the lab's own copy series as mt-unbound and mt-highpri), and each guest boots,
+verifies, sweeps (idle and busy; base pages, 2 MiB THP, 64K mTHP; vanilla, serial, mt_1, mt_2,
+mt_4) and collects each of its variants at its own pace; the broken one (vnode2 only, a canary)
+panics, is power-cycled back to the known-good kernel and reported while everything else
+completes; every host ends on its default kernel; the run ends with the thread's tables and
+a report. The records prove which copy path ran (the series' vmstat counters), the data
+survived it (migbench's pattern check), the kernel logs stayed clean and the knobs were put
+back. A second `miglab run` with nothing changed changes nothing and rebuilds nothing.
 """
 
 from __future__ import annotations
@@ -45,17 +43,6 @@ CANARY = next(v for v in VARIANTS["kernel_variants"] if v.get("expect_boot_failu
 GUESTS = yaml.safe_load((INVENTORY / "group_vars" / "all" / "vlab.yml").read_text())
 # CPUs of each node of each guest (the copying node's CPUs cap the copy threads).
 NODE_CPUS = {g["name"]: {n["cpus"] for n in g["numa"]} for g in GUESTS["vlab_guests"]}
-ARCH = {g["name"]: g.get("arch", "x86_64") for g in GUESTS["vlab_guests"]}
-# The kernel's name of each architecture (the build lines name it).
-KERNEL_ARCH = {"x86_64": "x86", "aarch64": "arm64"}
-# One page count per kind, per architecture (x86: 4 KiB pages, 2 MiB PMD THP, 64K mTHP; the
-# grace group: 64 KiB pages, 2 MiB mTHP). Extra variables apply to every host, so they are
-# templates each host resolves with its own lab_arch.
-KINDS = {"x86_64": ["base", "2M", "64K"], "aarch64": ["base", "2M"]}
-PAGE_COUNTS = {
-    "x86_64": {"base": [64], "2M": [2], "64K": [16]},
-    "aarch64": {"base": [4], "2M": [1]},
-}
 # The whole job from empty caches: a first kernel build (~5 min on 2 cores), boots under
 # TCG, sweeps.
 PIPELINE_TIMEOUT = 5400
@@ -63,10 +50,8 @@ PIPELINE_TIMEOUT = 5400
 # thread's tables, in CI's time.
 SWEEP = {
     "sweep_loads": ["idle", "busy"],
-    "sweep_folio_kinds": "{{ miglab_test_kinds[lab_arch] }}",
-    "sweep_page_counts": "{{ miglab_test_page_counts[lab_arch] }}",
-    "miglab_test_kinds": KINDS,
-    "miglab_test_page_counts": PAGE_COUNTS,
+    "sweep_folio_kinds": ["base", "2M", "64K"],
+    "sweep_page_counts": {"base": [64], "2M": [2], "64K": [16]},
     "sweep_repetitions": 3,
     "sweep_warmup": 1,
 }
@@ -173,10 +158,6 @@ def variants_for(guest: str) -> list[str]:
     return [v["name"] for v in VARIANTS["kernel_variants"] if guest in v.get("hosts", [guest])]
 
 
-def kinds_of(guest: str) -> list[str]:
-    return KINDS[ARCH[guest]]
-
-
 def test_the_whole_job_ran_on_every_host(site: Site) -> None:
     for guest in site.guests:
         counts = site.first.recap[guest]
@@ -187,7 +168,7 @@ def test_the_whole_job_ran_on_every_host(site: Site) -> None:
 
 
 def test_every_variant_that_booted_was_swept_exactly_as_planned(site: Site) -> None:
-    builds: dict[tuple[str, str], str] = {}
+    builds: dict[str, str] = {}
     for guest in site.guests:
         records = samples(site, guest)
         swept = [v for v in variants_for(guest) if v != CANARY["name"]]
@@ -204,8 +185,7 @@ def test_every_variant_that_booted_was_swept_exactly_as_planned(site: Site) -> N
             (build_hash,) = {r["kernel_build_hash"] for r in mine}
             (release,) = {r["kernel_release"] for r in mine}
             assert release.endswith(f"-{variant}-{build_hash[:8]}"), release
-            # one build per architecture, shared by its hosts
-            assert builds.setdefault((variant, ARCH[guest]), build_hash) == build_hash
+            assert builds.setdefault(variant, build_hash) == build_hash  # one build, both hosts
     assert len(set(builds.values())) == len(builds)  # variants are different builds
     report = check_results([site.results])
     assert report.ok, "\n".join(report.lines())
@@ -245,8 +225,8 @@ def test_hosts_did_not_wait_for_each_other(site: Site) -> None:
                 return time.mktime(time.strptime(event["created"][:19], "%Y-%m-%dT%H:%M:%S"))
         raise AssertionError(f"{host} never started {variant}")
 
-    canary_host = CANARY["hosts"][0]
-    other = next(g for g in site.guests if g not in CANARY["hosts"])
+    (canary_host,) = CANARY["hosts"]
+    other = next(g for g in site.guests if g != canary_host)
     last = variants_for(other)[-1]
     after_canary = variants_for(canary_host)[variants_for(canary_host).index(CANARY["name"]) + 1]
     assert started(other, last) < started(canary_host, after_canary)
@@ -255,8 +235,6 @@ def test_hosts_did_not_wait_for_each_other(site: Site) -> None:
 def test_every_host_ends_on_its_default_kernel(site: Site) -> None:
     for guest in site.guests:
         assert guest_file(guest, "/proc/sys/kernel/osrelease").strip() == known_good(guest)
-        if ARCH[guest] == "aarch64":
-            continue  # no GRUB: it powers on into its image's kernel (qemu -kernel)
         grubenv = guest_file(guest, "/boot/grub/grubenv")
         assert "next_entry=\n" in grubenv or "next_entry" not in grubenv
         assert "saved_entry=gnulinux-advanced-" in grubenv and known_good(guest) in grubenv
@@ -273,14 +251,12 @@ def test_the_run_ends_with_recap_tables_and_report(site: Site) -> None:
     assert "4KB with system_unbound_wq on an idle system (GB/s) - host vnode1" in site.first.output
     assert "- '|" not in site.first.output
     # A line per finished build, and per host its variants and sweep progress as they went.
+    for variant in BOOT_TIMEOUT:
+        assert f"build: {variant} (x86) 6.12." in site.first.output, variant
     for guest in site.guests:
         for variant in variants_for(guest):
-            said = f"build: {variant} ({KERNEL_ARCH[ARCH[guest]]}) 6.12."
-            assert said in site.first.output, said
-        for variant in variants_for(guest):
             assert f"{guest}: variant {variant}" in site.first.output
-        cells = len(SWEEP["sweep_loads"]) * len(kinds_of(guest))
-        assert f"{guest}: variant vanilla sweep {cells}/{cells} cells" in site.first.output
+        assert f"{guest}: variant vanilla sweep 6/6 cells" in site.first.output
 
 
 def swept_variants(guest: str) -> list[str]:
@@ -306,7 +282,7 @@ def test_each_column_ran_the_copy_path_it_names_and_the_data_survived(site: Site
             mine = [r for r in records if r["kernel_variant"] == variant]
             assert sorted({r["copy_config"] for r in mine}) == sorted(wanted), variant
             assert {r["load"] for r in mine} == {"idle", "busy"}
-            assert {r["page_kind"] for r in mine} == set(kinds_of(guest))
+            assert {r["page_kind"] for r in mine} == {"base", "2M", "64K"}
         for r in records:
             where = f"{guest} {r['kernel_variant']} {r['cell_id']} rep {r['rep']}"
             assert r["pattern_ok"] is True and r["backing_ok"] is True, where
@@ -351,29 +327,23 @@ def test_the_tables_have_the_threads_layout_with_real_numbers(site: Site) -> Non
     by_key = {(t.key.host, t.key.page_kind, t.key.load, t.key.workqueue): t for t in tables}
     for guest in site.guests:
         (cpus,) = NODE_CPUS[guest]
-        workqueues = [
-            variant_record(v)["workqueue"] for v in swept_variants(guest) if v != "vanilla"
-        ]
-        for kind in kinds_of(guest):
+        for kind in ("base", "2M", "64K"):
             for load in ("idle", "busy"):
-                tables_here = [by_key[(guest, kind, load, wq)] for wq in workqueues]
-                for table in tables_here:
+                unbound = by_key[(guest, kind, load, "unbound")]
+                highpri = by_key[(guest, kind, load, "highpri")]
+                for table in (unbound, highpri):
                     assert table.configs == COLUMNS, table.title
-                    assert table.page_counts == PAGE_COUNTS[ARCH[guest]][kind], table.title
+                    assert table.page_counts == SWEEP["sweep_page_counts"][kind], table.title
                     assert table.missing_cells() == [], table.title
                     assert all(c.value > 0 and c.n == 3 for c in table.cells.values())
                     assert table.vanilla_variants == ["vanilla"]
                     clamped = sorted(config for _, config, _ in table.clamped_cells())
                     assert clamped == [c for c in ("mt_2", "mt_4") if int(c[3:]) > cpus]
-                (count,) = tables_here[0].page_counts
-                vanilla = tables_here[0].cell(count, "vanilla")
-                assert all(t.cell(count, "vanilla") == vanilla for t in tables_here[1:])
+                (count,) = unbound.page_counts
+                assert unbound.cell(count, "vanilla") == highpri.cell(count, "vanilla")
     out = site.first.output
     assert "64KB mTHP with system_highpri_wq on a busy system (GB/s) - host vnode2" in out
     assert "2MB THP with system_unbound_wq on an idle system (GB/s) - host vnode1" in out
-    # The Grace-shaped guest's, titled as the thread's Grace tables: what the host is.
-    assert "64KB with system_unbound_wq on an idle system (GB/s) - host vgrace" in out
-    assert "2MB mTHP with system_unbound_wq on a busy system (GB/s) - host vgrace" in out
 
 
 def test_the_copy_threads_cpu_time_is_seen_and_charged_to_nobody(site: Site) -> None:
@@ -387,15 +357,14 @@ def test_the_copy_threads_cpu_time_is_seen_and_charged_to_nobody(site: Site) -> 
     under TCG on the busy guest that is ~15 ms per call, more than a small kind's whole copy
     (64K: 16 folios, 1 MiB), so the ratio is checked only where the copy dominates."""
     for guest in site.guests:
-        patched = [v for v in swept_variants(guest) if v.startswith("mt-")]
         records = [
             r
             for r in samples(site, guest)
-            if r["load"] == "busy" and r["kernel_variant"] in patched
+            if r["load"] == "busy" and r["kernel_variant"] in ("mt-unbound", "mt-highpri")
         ]
         largest = max(records, key=lambda r: r["bytes"])["page_kind"]
-        for variant in patched:
-            for kind in kinds_of(guest):
+        for variant in ("mt-unbound", "mt-highpri"):
+            for kind in SWEEP["sweep_folio_kinds"]:
                 mine = [
                     r for r in records if r["kernel_variant"] == variant and r["page_kind"] == kind
                 ]
@@ -458,41 +427,15 @@ def test_a_second_run_changes_nothing_and_rebuilds_nothing(site: Site) -> None:
     for host, counts in site.second.recap.items():
         assert counts["changed"] == 0, (host, site.second.explain())
     assert " built in " not in site.second.output
+    for variant in BOOT_TIMEOUT:
+        assert f"build: {variant} (x86) 6.12." in site.second.output
     for guest in site.guests:
         for variant in variants_for(guest):
-            said = f"build: {variant} ({KERNEL_ARCH[ARCH[guest]]}) 6.12."
-            assert said in site.second.output, said
             if variant != CANARY["name"]:
                 cells = (
                     len(SWEEP["sweep_loads"])
-                    * len(kinds_of(guest))
+                    * len(SWEEP["sweep_folio_kinds"])
                     * len(variant_record(variant)["copy_configs"])
                 )
                 said = f"{guest}: all {cells} cells of {variant} are complete in run {site.run_id}"
                 assert any(said in m for m in site.second.messages(guest)), variant
-
-
-def test_the_grace_shaped_guest_swept_64k_pages_and_2m_mthp(site: Site) -> None:
-    """vgrace's swept kernels are the arm64 builds with 64 KiB pages (the records say what the
-    host reported), and every 2M sample moved whole 2 MiB folios of 32 base pages, which
-    there are mTHP: each folio counted as 32 migrated pages and none as a PMD THP."""
-    (grace,) = [g for g in site.guests if ARCH[g] == "aarch64"]
-    records = samples(site, grace)
-    assert records
-    for r in records:
-        where = f"{grace} {r['kernel_variant']} {r['cell_id']} rep {r['rep']}"
-        assert r["arch"] == "aarch64" and r["base_page_size"] == 65536, where
-        if r["page_kind"] == "2M":
-            assert r["folio_size"] == 2 << 20, where
-            assert r["bytes"] == r["page_count"] * (2 << 20), where
-            assert r["pgmigrate_success"] >= 32 * r["page_count"], where
-        else:
-            assert r["folio_size"] == 65536, where
-    for variant in swept_variants(grace):
-        host = json.loads((site.results / grace / "variants" / variant / "host.json").read_text())
-        where = (variant, {k: v for k, v in host.items() if k != "kernel_config"})
-        assert host["base_page_size"] == 65536, where
-        assert host["kernel_config"]["options"]["CONFIG_ARM64_64K_PAGES"] == "y", where
-        # 2 MiB is an mTHP size there (the PMD is 512 MiB), with both nodes present
-        assert host["pmd_thp_size"] == 512 << 20 and 2 << 20 in host["mthp_sizes"], where
-        assert len(host["numa_nodes"]) == 2, where

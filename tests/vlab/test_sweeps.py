@@ -1,6 +1,5 @@
 """Sweeps on the virtual lab, for real: the inventory's sweep (idle and busy) of base pages
-and 2 MiB THP on the guests' own kernel, on both x86 guests through playbooks/sweep.yml (the
-Grace-shaped guest's sweeps are test_site's, on its 64 KiB kernels). vnode1's
+and 2 MiB THP on the guests' own kernel, on both guests through playbooks/sweep.yml. vnode1's
 runner is killed with SIGKILL in the middle of its busy load (a runner that cannot clean up
 after itself); the play goes on for vnode2, and a rerun with --limit vnode1 resumes. Then:
 every collected record is valid and backed by the folios it claims, each guest has exactly
@@ -23,7 +22,7 @@ import pytest
 from miglab.lab.ansible import PlaybookRun, run_playbook
 from miglab.results.check import check_results
 
-from .conftest import REPO, ad_hoc, ansible, host_command, lab_guests, playbook, report
+from .conftest import REPO, ad_hoc, ansible, host_command, playbook, report
 
 KILLED = "vnode1"
 RESULTS_ROOT = "/var/lib/miglab/results"
@@ -133,12 +132,6 @@ def killer_command(run_id: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def guests(vlab_up: PlaybookRun) -> list[dict[str, Any]]:
-    """This module's guests: the x86 ones."""
-    return [g for g in lab_guests() if g.get("arch", "x86_64") == "x86_64"]
-
-
-@pytest.fixture(scope="module")
 def sweep_run(guests: list[dict[str, Any]]) -> SweepRun:
     names = [g["name"] for g in guests]
     run_id = f"vlab-sweeps-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -158,15 +151,12 @@ def sweep_run(guests: list[dict[str, Any]]) -> SweepRun:
             "-e",
             '{"sweep_folio_kinds": ["base", "2M"]}',
         ]
-        everyone = ["--limit", ",".join(names)]
         # The sweep in the background (ansible-runner in a thread), the killer meanwhile.
         runs: list[PlaybookRun] = []
         stop = threading.Event()
         sweep = threading.Thread(
             target=lambda: runs.append(
-                run_playbook_in_repo(
-                    [*arguments, *everyone], cancel=stop.is_set, timeout=SWEEP_TIMEOUT
-                )
+                run_playbook_in_repo(arguments, cancel=stop.is_set, timeout=SWEEP_TIMEOUT)
             )
         )
         sweep.start()
@@ -213,7 +203,7 @@ def sweep_run(guests: list[dict[str, Any]]) -> SweepRun:
         leftovers_after_kill = leftovers(KILLED)
         tuning_after_kill = tuning_of(KILLED)
         resumed = playbook(*arguments, "--limit", KILLED, timeout=SWEEP_TIMEOUT)
-        collected = playbook("playbooks/collect.yml", "-e", f"sweep_run_id={run_id}", *everyone)
+        collected = playbook("playbooks/collect.yml", "-e", f"sweep_run_id={run_id}")
         tuning_after = {name: tuning_of(name) for name in names}
         leftovers_after = {name: leftovers(name) for name in names}
     finally:
