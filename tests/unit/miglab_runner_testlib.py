@@ -47,12 +47,15 @@ def read(root: Path, rel: str) -> str:
     return (root / rel).read_text().strip()
 
 
-def fake_host_tree(root: Path, nodes: int = 2, mthp: tuple[str, ...] = ()) -> Path:
-    """A fake /sys + /proc/sys: NUMA nodes, THP (PMD 2M, optional mTHP sizes), numa_balancing."""
+def fake_host_tree(
+    root: Path, nodes: int = 2, mthp: tuple[str, ...] = (), pmd_size: int = 2 << 20
+) -> Path:
+    """A fake /sys + /proc/sys: NUMA nodes, THP (PMD 2M unless given, optional mTHP sizes
+    such as "64kB"), numa_balancing."""
     thp = "sys/kernel/mm/transparent_hugepage"
     write(root, f"{thp}/enabled", "always [madvise] never")
     write(root, f"{thp}/defrag", "always defer defer+madvise [madvise] never")
-    write(root, f"{thp}/hpage_pmd_size", "2097152")
+    write(root, f"{thp}/hpage_pmd_size", str(pmd_size))
     for size in mthp:
         write(root, f"{thp}/hugepages-{size}/enabled", "always inherit madvise [never]")
     write(root, "proc/sys/kernel/numa_balancing", "1")
